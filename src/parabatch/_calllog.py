@@ -1,0 +1,81 @@
+"""``CallLog``: the ``__llm_calls__`` list whose appends take a lock."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterable
+from typing import Any, ContextManager, Optional, SupportsIndex
+
+__all__ = ["CallLog"]
+
+
+class CallLog(list):  # type: ignore[type-arg]
+    """A list of LLM call records whose writes take a lock.
+
+    Under CPython's GIL a plain ``list.append`` is atomic, and parabatch's ``call_log="gil"``
+    mode relies on that; ``CallLog`` (mode ``"lock"``, the default) does not rely on any
+    interpreter: ``append``, ``extend``, ``insert`` and ``+=`` hold ``lock`` while they
+    write. Reads are plain list reads; take :meth:`snapshot` for a consistent copy while
+    writers may be running.
+
+    The lock never travels: pickling or deep-copying a ``CallLog`` gives a new log with the
+    same records and a fresh lock, so a log can be sent to another process and the records
+    merged back with :meth:`merge`.
+
+    Args:
+        iterable: initial records.
+        lock: any context manager used as the lock (default: a new ``threading.Lock``);
+            a test harness passes a scheduler-aware lock here.
+
+    Example:
+        >>> log = CallLog()
+        >>> log.append({"model": "m", "tokens": 3})
+        >>> log.merge([{"model": "m", "tokens": 4}])
+        >>> [r["tokens"] for r in log.snapshot()]
+        [3, 4]
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, iterable: Iterable[Any] = (), *, lock: Optional[ContextManager[Any]] = None):
+        super().__init__(iterable)
+        self._lock: ContextManager[Any] = lock if lock is not None else threading.Lock()
+
+    def append(self, record: Any) -> None:
+        with self._lock:
+            super().append(record)
+
+    def extend(self, records: Iterable[Any]) -> None:
+        records = list(records)  # iterate outside the lock: the iterable may be slow
+        with self._lock:
+            super().extend(records)
+
+    def insert(self, index: SupportsIndex, record: Any) -> None:
+        with self._lock:
+            super().insert(index, record)
+
+    def __iadd__(self, records: Iterable[Any]) -> CallLog:  # type: ignore[override,misc]
+        self.extend(records)
+        return self
+
+    def merge(self, records: Iterable[Any]) -> None:
+        """Append records gathered elsewhere (another process, a per-item log) in one step."""
+        self.extend(records)
+
+    def snapshot(self) -> list[Any]:
+        """A plain-list copy taken under the lock."""
+        with self._lock:
+            return list(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CallLog, (list(self),))
+
+    def __copy__(self) -> CallLog:
+        return CallLog(self.snapshot())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CallLog:
+        return CallLog(copy.deepcopy(self.snapshot(), memo))
+
+    def __repr__(self) -> str:
+        return f"CallLog({list.__repr__(self)})"

@@ -1,0 +1,138 @@
+"""Per-item isolation: a deep copy of the node chain, and ``Shared`` for what must not be copied."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Generic, TypeVar
+
+from ._errors import UncopyableNodeError
+
+__all__ = ["Shared", "check_copyable", "isolate"]
+
+T = TypeVar("T")
+
+
+class Shared(Generic[T]):
+    """Hold an object that every per-item copy of a node must share, not copy.
+
+    Each parallel item runs on ``copy.deepcopy`` of the node chain, so nothing one item
+    writes to its node can be seen by another. Some objects must not be copied: an LLM or
+    HTTP client holding a lock or a connection pool, a rate limiter, a cache. Wrap such an
+    object in ``Shared``: deep and shallow copies of the wrapper return the wrapper itself,
+    so all copies reach the same object. Attribute reads go through to the object;
+    ``.value`` gives the object itself. The shared object must be thread-safe: parabatch
+    no longer isolates it.
+
+    Example:
+        >>> import copy, threading
+        >>> class Client:
+        ...     def __init__(self): self.lock = threading.Lock(); self.calls = 0
+        >>> shared = Shared(Client())
+        >>> copy.deepcopy(shared) is shared, shared.calls
+        (True, 0)
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return getattr(self.value, name)
+
+    def __copy__(self) -> Shared[T]:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Shared[T]:
+        return self
+
+    def __repr__(self) -> str:
+        return f"Shared({self.value!r})"
+
+
+def isolate(node: T) -> T:
+    """The isolation parabatch applies per item: a deep copy of the whole chain.
+
+    Example:
+        >>> from pocketflow import Node
+        >>> n = Node(); n.params = {"k": [1]}
+        >>> c = isolate(n); c.params["k"].append(2); n.params
+        {'k': [1]}
+    """
+    return copy.deepcopy(node)
+
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    """(label, child) pairs to search when a deep copy fails."""
+    if isinstance(obj, Shared):
+        return []
+    if isinstance(obj, dict):
+        return [(f"[{k!r}]", v) for k, v in obj.items()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [(f"[{i}]", v) for i, v in enumerate(obj)]
+    out: list[tuple[str, Any]] = []
+    if hasattr(obj, "__dict__"):
+        out.extend((f".{k}", v) for k, v in vars(obj).items())
+    for cls in type(obj).__mro__:
+        for slot in getattr(cls, "__slots__", ()):
+            if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                try:
+                    out.append((f".{slot}", object.__getattribute__(obj, slot)))
+                except AttributeError:
+                    pass
+    return out
+
+
+def _copy_error(obj: Any) -> BaseException | None:
+    try:
+        copy.deepcopy(obj)
+    except RecursionError:
+        raise
+    except Exception as exc:
+        return exc
+    return None
+
+
+def check_copyable(node: Any, name: str = "inner_node") -> None:
+    """Raise :class:`UncopyableNodeError` naming the attribute that defeats ``deepcopy``.
+
+    The error names the innermost attribute whose copy fails (``inner_node.client._lock``)
+    and its type, and says how to share it instead.
+
+    Example:
+        >>> import threading
+        >>> from pocketflow import Node
+        >>> n = Node(); n.client = {"lock": threading.Lock()}
+        >>> try:
+        ...     check_copyable(n)
+        ... except UncopyableNodeError as e:
+        ...     print(e.path, e.kind)
+        inner_node.client['lock'] _thread.lock
+    """
+    exc = _copy_error(node)
+    if exc is None:
+        return
+    path, culprit, seen = name, node, {id(node)}
+    descended = True
+    while descended:
+        descended = False
+        for label, child in _children(culprit):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            child_exc = _copy_error(child)
+            if child_exc is not None:
+                path, culprit, exc, descended = path + label, child, child_exc, True
+                break
+    kind = f"{type(culprit).__module__}.{type(culprit).__qualname__}"
+    kind = kind.removeprefix("builtins.")
+    raise UncopyableNodeError(
+        f"cannot deep-copy {path} ({kind}): {type(exc).__name__}: {exc}. "
+        "A parallel batch runs each item on its own deep copy of the node chain. "
+        f"To share this object between items instead, wrap it: parabatch.Shared(obj) "
+        "(it must then be thread-safe), or give its class a __deepcopy__.",
+        path=path,
+        kind=kind,
+    ) from exc
