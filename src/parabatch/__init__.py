@@ -9,7 +9,9 @@ Example:
     >>> chain = parabatch.NamespacedNodeWrapper(
     ...     parabatch.TemplateAwareNodeWrapper(Square(), "sq", {"n": "${item}"}), "sq")
     >>> shared = {"numbers": [1, 2, 3]}
-    >>> _ = parabatch.PflowBatchNode(chain, "sq", {"items": "${numbers}", "parallel": True}).run(shared)
+    >>> node = parabatch.PflowBatchNode(chain, "sq", {"items": "${numbers}", "parallel": True})
+    >>> node.run(shared)
+    'default'
     >>> [r["square"] for r in shared["sq"]["results"]]
     [1, 4, 9]
 """

@@ -212,7 +212,9 @@ class PflowBatchNode(Node):  # type: ignore[misc]
                 continue
             result = item_shared[self.node_id]
             result["item"] = item
-            return ItemOutcome(idx, item, result, None, attempt, self._record_usage(idx, item_shared))
+            return ItemOutcome(
+                idx, item, result, None, attempt, self._record_usage(idx, item_shared)
+            )
         assert error is not None
         try:
             value = self.exec_fallback(item, error)
@@ -290,8 +292,12 @@ class PflowBatchNode(Node):  # type: ignore[misc]
     ) -> dict[str, Any]:
         results = [o.result if o is not None and o.ok else None for o in outcomes]
         errors = [
-            {"index": o.index, "item": o.item, "error": f"{type(o.error).__name__}: {o.error}",
-             "exception": o.error}
+            {
+                "index": o.index,
+                "item": o.item,
+                "error": f"{type(o.error).__name__}: {o.error}",
+                "exception": o.error,
+            }
             for o in outcomes
             if o is not None and o.error is not None
         ]
@@ -316,5 +322,3 @@ class PflowBatchNode(Node):  # type: ignore[misc]
                 },
             },
         }
-
-

@@ -55,7 +55,7 @@ class CallLog(list):  # type: ignore[type-arg]
         with self._lock:
             super().insert(index, record)
 
-    def __iadd__(self, records: Iterable[Any]) -> CallLog:  # type: ignore[override,misc]
+    def __iadd__(self, records: Iterable[Any]) -> CallLog:  # type: ignore[misc]
         self.extend(records)
         return self
 

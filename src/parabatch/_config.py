@@ -73,16 +73,17 @@ _ALLOWED = {
 def _problem(error: jsonschema.ValidationError) -> tuple[str, str]:
     """One readable line for one schema violation, with a sort key."""
     path = list(error.absolute_path)
+    instance: Any = error.instance
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(BATCH_CONFIG_SCHEMA["properties"]))
+        extra = sorted(set(instance) - set(BATCH_CONFIG_SCHEMA["properties"]))
         allowed = ", ".join(BATCH_CONFIG_SCHEMA["properties"])
-        lines = [f"{k}={error.instance[k]!r}: unknown field (allowed: {allowed})" for k in extra]
+        lines = [f"{k}={instance[k]!r}: unknown field (allowed: {allowed})" for k in extra]
         return (extra[0] if extra else "", "\n  - ".join(lines))
     if error.validator == "required":
         return ("items", "items: missing (required: " + _ALLOWED["items"] + ")")
     field = str(path[0]) if path else ""
     allowed = _ALLOWED.get(field, error.message)
-    return (field, f"{field}={error.instance!r}: must be {allowed}")
+    return (field, f"{field}={instance!r}: must be {allowed}")
 
 
 def validate_batch_config(config: object) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Generic, TypeVar
 
@@ -78,10 +79,8 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
     for cls in type(obj).__mro__:
         for slot in getattr(cls, "__slots__", ()):
             if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
-                try:
+                with contextlib.suppress(AttributeError):
                     out.append((f".{slot}", object.__getattribute__(obj, slot)))
-                except AttributeError:
-                    pass
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 __all__ = [
     "ExecutorFactory",
@@ -30,23 +30,44 @@ ExecutorFactory = Callable[[int], Executor]
 ProgressCallback = Callable[[int, int, int, bool], None]
 
 
-class ItemOutcome(NamedTuple):
+class ItemOutcome:
     """What one item (or group child) came to: its result, or the exception that ended it.
 
     A plain, picklable record, so an item's work can run in another process and its
     outcome, including the call records it produced, be merged back by index.
+
+    Example:
+        >>> o = ItemOutcome(3, "doc", {"summary": "s"}, None, attempts=2)
+        >>> o.ok, o.index, o.attempts
+        (True, 3, 2)
     """
 
-    index: int
-    item: Any
-    result: Any
-    error: Optional[BaseException]
-    attempts: int
-    calls: tuple[Any, ...] = ()
+    __slots__ = ("attempts", "calls", "error", "index", "item", "result")
+
+    def __init__(
+        self,
+        index: int,
+        item: Any,
+        result: Any,
+        error: Optional[BaseException],
+        attempts: int,
+        calls: tuple[Any, ...] = (),
+    ) -> None:
+        self.index = index
+        self.item = item
+        self.result = result
+        self.error = error
+        self.attempts = attempts
+        self.calls = calls
 
     @property
     def ok(self) -> bool:
+        """True when the item produced a result (possibly from ``exec_fallback``)."""
         return self.error is None
+
+    def __repr__(self) -> str:
+        state = "ok" if self.ok else f"error={self.error!r}"
+        return f"ItemOutcome(index={self.index}, {state}, attempts={self.attempts})"
 
 
 class StopFlag:
@@ -67,7 +88,9 @@ def default_executor(max_workers: int) -> Executor:
     return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="parabatch")
 
 
-def _notify(progress: Optional[ProgressCallback], outcome: ItemOutcome, done: int, total: int):
+def _notify(
+    progress: Optional[ProgressCallback], outcome: ItemOutcome, done: int, total: int
+) -> None:
     if progress is None:
         return
     try:

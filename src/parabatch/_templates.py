@@ -67,8 +67,9 @@ def _lookup(path: str, context: Mapping[str, Any], template: str) -> Any:
                     f"{template}: no index {index!r} in {where} ({_describe(current)})"
                 ) from None
         else:
-            raise TemplateError(f"{template}: cannot look up {index!r} in {where} "
-                                f"({_describe(current)})")
+            raise TemplateError(
+                f"{template}: cannot look up {index!r} in {where} ({_describe(current)})"
+            )
         where = f"{where}[{index!r}]" if where != "shared" else str(index)
     return current
 
