@@ -18,8 +18,8 @@ Example:
 
 from __future__ import annotations
 
-from ._batch import CALLS_KEY as CALLS_KEY
 from ._batch import PflowBatchNode as PflowBatchNode
+from ._calllog import CALLS_KEY as CALLS_KEY
 from ._calllog import CallLog as CallLog
 from ._config import BATCH_CONFIG_SCHEMA as BATCH_CONFIG_SCHEMA
 from ._config import validate_batch_config as validate_batch_config
@@ -29,6 +29,7 @@ from ._errors import BatchItemsError as BatchItemsError
 from ._errors import ParabatchError as ParabatchError
 from ._errors import TemplateError as TemplateError
 from ._errors import UncopyableNodeError as UncopyableNodeError
+from ._group import ParallelGroupNode as ParallelGroupNode
 from ._isolation import Shared as Shared
 from ._isolation import check_copyable as check_copyable
 from ._runner import ItemOutcome as ItemOutcome
@@ -50,6 +51,7 @@ __all__ = [
     "NamespacedNodeWrapper",
     "NamespacedSharedStore",
     "ParabatchError",
+    "ParallelGroupNode",
     "PflowBatchNode",
     "Shared",
     "TemplateAwareNodeWrapper",

@@ -9,7 +9,7 @@ from typing import Any, Literal, Optional
 
 from pocketflow import Node
 
-from ._calllog import CallLog
+from ._calllog import CALLS_KEY, ensure_call_log
 from ._config import validate_batch_config
 from ._errors import BatchConfigError, BatchInUseError, BatchItemsError, TemplateError
 from ._isolation import check_copyable, isolate
@@ -24,10 +24,7 @@ from ._runner import (
 )
 from ._templates import resolve_template
 
-__all__ = ["CALLS_KEY", "PflowBatchNode"]
-
-#: The shared-store key of the LLM call log.
-CALLS_KEY = "__llm_calls__"
+__all__ = ["PflowBatchNode"]
 
 
 class PflowBatchNode(Node):  # type: ignore[misc]
@@ -132,14 +129,7 @@ class PflowBatchNode(Node):  # type: ignore[misc]
         """Resolve the items and make sure the call log exists before any item runs."""
         self._shared = shared
         self._stop = StopFlag()
-        log = shared.get(CALLS_KEY)
-        if log is None:
-            shared[CALLS_KEY] = CallLog() if self.call_log == "lock" else []
-        elif not isinstance(log, list):
-            raise BatchItemsError(
-                f"batch {self.node_id!r}: shared[{CALLS_KEY!r}] holds "
-                f"{type(log).__name__}; expected a list or a parabatch.CallLog"
-            )
+        ensure_call_log(shared, self.call_log, f"batch {self.node_id!r}")
         return self._resolve_items(shared)
 
     def _exec(self, items: list[Any]) -> dict[str, Any]:

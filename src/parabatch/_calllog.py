@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any, ContextManager, Optional, SupportsIndex
 
-__all__ = ["CallLog"]
+from ._errors import BatchItemsError
+
+__all__ = ["CALLS_KEY", "CallLog", "ensure_call_log"]
+
+#: The shared-store key of the LLM call log.
+CALLS_KEY = "__llm_calls__"
 
 
 class CallLog(list):  # type: ignore[type-arg]
@@ -79,3 +84,21 @@ class CallLog(list):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         return f"CallLog({list.__repr__(self)})"
+
+
+def ensure_call_log(shared: MutableMapping[str, Any], mode: str, owner: str) -> list[Any]:
+    """Make ``shared["__llm_calls__"]`` exist before any work starts, so all copies share it.
+
+    ``mode`` ``"lock"`` creates a :class:`CallLog`, ``"gil"`` a plain list; an existing list
+    or ``CallLog`` is kept as it is. ``owner`` names the node in the error for a non-list.
+    """
+    log = shared.get(CALLS_KEY)
+    if log is None:
+        log = CallLog() if mode == "lock" else []
+        shared[CALLS_KEY] = log
+    elif not isinstance(log, list):
+        raise BatchItemsError(
+            f"{owner}: shared[{CALLS_KEY!r}] holds {type(log).__name__}; "
+            "expected a list or a parabatch.CallLog"
+        )
+    return log

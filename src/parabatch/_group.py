@@ -1,0 +1,214 @@
+"""``ParallelGroupNode``: independent nodes side by side, isolated as batch items are."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping, Sequence
+from typing import Any, Literal, Optional
+
+from pocketflow import Node
+
+from ._calllog import ensure_call_log
+from ._errors import BatchConfigError, BatchInUseError
+from ._isolation import check_copyable, isolate
+from ._runner import (
+    ExecutorFactory,
+    ItemOutcome,
+    ProgressCallback,
+    StopFlag,
+    default_executor,
+    run_parallel,
+)
+
+__all__ = ["ParallelGroupNode"]
+
+_MISSING = object()
+
+
+def _child_id(child: Any, index: int) -> str:
+    node_id = getattr(child, "node_id", None)
+    return node_id if isinstance(node_id, str) and node_id else f"#{index}"
+
+
+class ParallelGroupNode(Node):  # type: ignore[misc]
+    """Run several independent nodes at once on one shared store, each on its own deep copy.
+
+    Each child runs on a deep copy of itself, on a shallow copy of the shared store (like a
+    batch item), through the same runner and isolation as :class:`PflowBatchNode`. What a
+    child writes at the top level of its store (with a ``NamespacedNodeWrapper``: its
+    ``shared[child_id]`` namespace) is merged back into ``shared`` after the children
+    finish, in child order, so the result never depends on which child finished first.
+    ``shared["__llm_calls__"]`` is one log shared by all children.
+
+    The group writes ``shared[node_id] = {"results", "count", "success_count",
+    "error_count", "errors", "group_metadata"}``: ``results[i]`` is child ``i``'s action.
+    On ``fail_fast``, nothing new starts after a failure, running children finish, the
+    writes of the children that succeeded are merged, and the lowest-index failure's own
+    exception is raised. On ``continue``, failed children get ``None`` and an error record
+    ``{"index", "child", "error", "exception"}``.
+
+    Not guaranteed: children must not rely on seeing each other's writes (they run on
+    copies), and two children writing the same top-level key resolve to the later child.
+
+    Args:
+        children: nodes (usually wrapper chains) to run side by side.
+        node_id: where the group's output goes in ``shared``.
+        max_concurrent: children in flight at once (1-100).
+        on_error: ``"fail_fast"`` or ``"continue"``.
+        executor: ``executor(max_workers)`` returning a ``concurrent.futures.Executor``.
+        call_log: ``"lock"`` or ``"gil"``, as for the batch node.
+        progress: ``progress(index, done, total, ok)`` after each finished child.
+
+    Example:
+        >>> from pocketflow import Node
+        >>> from parabatch import NamespacedNodeWrapper
+        >>> class Put(Node):
+        ...     def post(self, shared, p, e): shared["v"] = self.params["v"]
+        >>> def child(name, v):
+        ...     node = Put(); node.params = {"v": v}
+        ...     return NamespacedNodeWrapper(node, name)
+        >>> shared = {}
+        >>> ParallelGroupNode([child("a", 1), child("b", 2)], "g").run(shared)
+        'default'
+        >>> shared["a"], shared["b"], shared["g"]["results"]
+        ({'v': 1}, {'v': 2}, [None, None])
+    """
+
+    def __init__(
+        self,
+        children: Sequence[Any],
+        node_id: str,
+        *,
+        max_concurrent: int = 10,
+        on_error: Literal["fail_fast", "continue"] = "fail_fast",
+        executor: Optional[ExecutorFactory] = None,
+        call_log: Literal["lock", "gil"] = "lock",
+        progress: Optional[ProgressCallback] = None,
+    ) -> None:
+        problems = []
+        if isinstance(children, (str, bytes)) or not isinstance(children, Sequence):
+            problems.append(f"children={children!r}: must be a list of nodes")
+        elif not children:
+            problems.append("children=[]: must hold at least one node")
+        elif not all(callable(getattr(c, "_run", None)) for c in children):
+            problems.append(f"children={list(children)!r}: every child must be a node (_run)")
+        if not isinstance(node_id, str) or not node_id:
+            problems.append(f"node_id={node_id!r}: must be a non-empty string")
+        if (
+            isinstance(max_concurrent, bool)
+            or not isinstance(max_concurrent, int)
+            or not (1 <= max_concurrent <= 100)
+        ):
+            problems.append(f"max_concurrent={max_concurrent!r}: must be an integer from 1 to 100")
+        if on_error not in ("fail_fast", "continue"):
+            problems.append(f"on_error={on_error!r}: must be 'fail_fast' or 'continue'")
+        if executor is not None and not callable(executor):
+            problems.append(f"executor={executor!r}: must be callable as executor(max_workers)")
+        if call_log not in ("lock", "gil"):
+            problems.append(f"call_log={call_log!r}: must be 'lock' or 'gil'")
+        if problems:
+            raise BatchConfigError(problems)
+        super().__init__()
+        self.children = list(children)
+        self.child_ids = [_child_id(c, i) for i, c in enumerate(self.children)]
+        self.node_id = node_id
+        self.max_concurrent = max_concurrent
+        self.on_error = on_error
+        self.executor: ExecutorFactory = executor or default_executor
+        self.call_log = call_log
+        self.progress = progress
+        self._shared: Optional[MutableMapping[str, Any]] = None
+        self._stop = StopFlag()
+
+    def _run(self, shared: MutableMapping[str, Any]) -> Any:
+        if self._shared is not None:
+            raise BatchInUseError(f"group {self.node_id!r} is already running; run a copy")
+        try:
+            return super()._run(shared)
+        finally:
+            self._shared = None
+
+    def prep(self, shared: MutableMapping[str, Any]) -> list[Any]:
+        self._shared = shared
+        self._stop = StopFlag()
+        ensure_call_log(shared, self.call_log, f"group {self.node_id!r}")
+        return self.children
+
+    def _exec(self, children: list[Any]) -> dict[str, Any]:
+        started, t0 = time.time(), time.perf_counter()
+        for index, child in enumerate(children):
+            check_copyable(child, f"children[{index}]")
+        outcomes = run_parallel(
+            self._exec_single,
+            children,
+            executor=self.executor,
+            max_concurrent=self.max_concurrent,
+            stop_on_failure=self.on_error == "fail_fast",
+            stop=self._stop,
+            progress=self.progress,
+        )
+        assert self._shared is not None
+        for outcome in outcomes:  # child order, whatever the completion order was
+            if outcome is not None and outcome.ok:
+                for key, value in outcome.result[1].items():
+                    self._shared[key] = value
+        output = self._output(outcomes, started, time.perf_counter() - t0)
+        failed = [o for o in outcomes if o is not None and not o.ok]
+        if failed and self.on_error == "fail_fast":
+            self._shared[self.node_id] = output
+            first = failed[0].error
+            assert first is not None
+            raise first
+        return output
+
+    def _exec_single(self, idx: int, child: Any) -> ItemOutcome:
+        """Run one child on its own copy and store; return its action and its writes."""
+        assert self._shared is not None
+        base = self._shared
+        child_shared = dict(base)
+        child_id = self.child_ids[idx]
+        namespace = base.get(child_id)
+        if isinstance(namespace, dict):
+            # The namespace dict itself is copied, so the child's writes stay private
+            # until the merge.
+            child_shared[child_id] = dict(namespace)
+        try:
+            action = isolate(child)._run(child_shared)
+        except Exception as exc:
+            return ItemOutcome(idx, child_id, None, exc, 1)
+        writes = {k: v for k, v in child_shared.items() if base.get(k, _MISSING) is not v}
+        return ItemOutcome(idx, child_id, (action, writes), None, 1)
+
+    def post(self, shared: MutableMapping[str, Any], prep_res: Any, exec_res: Any) -> str:
+        shared[self.node_id] = exec_res
+        return "default"
+
+    def _output(
+        self, outcomes: list[Optional[ItemOutcome]], started: float, duration: float
+    ) -> dict[str, Any]:
+        results = [o.result[0] if o is not None and o.ok else None for o in outcomes]
+        errors = [
+            {
+                "index": o.index,
+                "child": o.item,
+                "error": f"{type(o.error).__name__}: {o.error}",
+                "exception": o.error,
+            }
+            for o in outcomes
+            if o is not None and o.error is not None
+        ]
+        finished = sum(1 for o in outcomes if o is not None)
+        return {
+            "results": results,
+            "count": len(outcomes),
+            "success_count": finished - len(errors),
+            "error_count": len(errors),
+            "errors": errors or None,
+            "group_metadata": {
+                "children": list(self.child_ids),
+                "max_concurrent": self.max_concurrent,
+                "on_error": self.on_error,
+                "aborted": bool(errors) and self.on_error == "fail_fast",
+                "timing": {"started_at": started, "duration_s": duration},
+            },
+        }
