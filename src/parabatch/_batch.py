@@ -183,7 +183,7 @@ class PflowBatchNode(Node):  # type: ignore[misc]
         In parallel mode the copy of the chain is made here, inside the worker, so at most
         ``max_concurrent`` copies are alive at once.
         """
-        chain = isolate(self.inner_node) if self.parallel else self.inner_node
+        chain = self._copy_chain() if self.parallel else self.inner_node
         error: Optional[Exception] = None
         attempt = 0
         # A local counter, not self.cur_retry: threads share this instance.
@@ -211,6 +211,10 @@ class PflowBatchNode(Node):  # type: ignore[misc]
         except Exception as exc:
             return ItemOutcome(idx, item, None, exc, attempt)
         return ItemOutcome(idx, item, value, None, attempt)
+
+    def _copy_chain(self) -> Any:
+        """The per-item isolation: a deep copy of the whole wrapper chain."""
+        return isolate(self.inner_node)
 
     def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
         """Called once an item has failed its last attempt; re-raises, so the item fails.
