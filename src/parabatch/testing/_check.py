@@ -232,7 +232,7 @@ def _run_check(
     seed: Optional[int],
 ) -> CheckResult:
     _check_fn(fn)
-    explored = failures = 0
+    explored = failures = max_steps = max_threads = 0
     first: Optional[Failure] = None
     first_at: Optional[int] = None
     with _session(controlled=True):
@@ -241,6 +241,8 @@ def _run_check(
                 break
             rt = _execute(fn, strategy, opts)
             explored += 1
+            max_steps = max(max_steps, rt.steps)
+            max_threads = max(max_threads, len(rt.threads))
             if rt.failure is not None:
                 failures += 1
                 if first is None:
@@ -257,6 +259,8 @@ def _run_check(
         failures=failures,
         first_failure_at=first_at,
         seed=seed,
+        max_steps=max_steps,
+        max_threads=max_threads,
     )
     if first is not None and opts.raise_on_failure:
         raise _FAILURE_CLASSES[first.kind](first, result) from first.exception

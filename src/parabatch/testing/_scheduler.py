@@ -351,8 +351,9 @@ class Runtime:
         if self.aborted:
             self._unwind()
         for t in self.threads:
-            if t not in self.leaked:
-                t.os_thread.join(self.stall_timeout)
+            t.os_thread.join(self.stall_timeout)
+        # A stuck thread may have been freed by the unwinding (a real lock released).
+        self.leaked = [t for t in self.leaked if t.os_thread.is_alive()]
 
     def _stalled(self) -> None:
         stuck = self.current

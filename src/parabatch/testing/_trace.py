@@ -6,7 +6,7 @@ import linecache
 import os
 from dataclasses import dataclass, field
 from types import CodeType
-from typing import Any, Optional
+from typing import Optional
 
 from ._scheduler import Label, Runtime
 
@@ -120,6 +120,10 @@ class CheckResult:
         failures: failing runs (more than 1 only with ``stop_on_failure=False``).
         first_failure_at: the 1-based number of the run that first failed, or None.
         seed: the seed used (random strategies).
+        max_steps: the most scheduling points one run passed (``k`` for
+            :func:`pct_iterations`).
+        max_threads: the most managed threads one run had (``n`` for
+            :func:`pct_iterations`).
 
     Example:
         >>> from parabatch.testing import check_dfs
@@ -136,7 +140,8 @@ class CheckResult:
     failures: int = 0
     first_failure_at: Optional[int] = None
     seed: Optional[int] = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    max_steps: int = 0
+    max_threads: int = 0
 
     @property
     def failure_rate(self) -> float:
