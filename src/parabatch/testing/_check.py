@@ -25,7 +25,7 @@ from ._errors import (
     StepLimitFailure,
     UncontrolledThreadFailure,
 )
-from ._scheduler import Runtime, Strategy, StressHooks
+from ._scheduler import CarrierPool, Runtime, Strategy, StressHooks
 from ._strategies import (
     DFSStrategy,
     PCTStrategy,
@@ -175,8 +175,10 @@ def _replay_line(fn: Callable[..., Any], schedule: str, opts: _Options) -> str:
     return line
 
 
-def _execute(fn: Callable[[], Any], strategy: Strategy, opts: _Options) -> Runtime:
-    rt = Runtime(strategy, stall_timeout=opts.stall_timeout, max_steps=opts.max_steps)
+def _execute(
+    fn: Callable[[], Any], strategy: Strategy, opts: _Options, pool: CarrierPool
+) -> Runtime:
+    rt = Runtime(strategy, pool=pool, stall_timeout=opts.stall_timeout, max_steps=opts.max_steps)
     if opts.trace_paths:
         rt.tracer = _scheduler.make_tracer(rt, opts.trace_paths)
     _scheduler.set_current(rt)
@@ -235,11 +237,12 @@ def _run_check(
     explored = failures = max_steps = max_threads = 0
     first: Optional[Failure] = None
     first_at: Optional[int] = None
-    with _session(controlled=True):
+    pool = CarrierPool()
+    with _session(controlled=True), contextlib.closing(pool):
         for _ in range(iterations):
             if not strategy.new_execution():
                 break
-            rt = _execute(fn, strategy, opts)
+            rt = _execute(fn, strategy, opts, pool)
             explored += 1
             max_steps = max(max_steps, rt.steps)
             max_threads = max(max_threads, len(rt.threads))

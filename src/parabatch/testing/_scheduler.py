@@ -103,6 +103,74 @@ class _Waitable(Protocol):
     _sched_waiters: list[tuple[ManagedThread, int]]
 
 
+class Carrier:
+    """A reusable OS thread that carries one managed thread after another.
+
+    Starting an OS thread costs 50-250 us here, more than a whole schedule of handoffs, so
+    a check keeps its carriers between runs. ``baton`` is the lock the carried thread parks
+    on; it is always acquired (locked) when the carrier is between jobs.
+    """
+
+    __slots__ = ("baton", "ident", "job", "pool", "thread")
+
+    def __init__(self, pool: CarrierPool, number: int) -> None:
+        self.pool = pool
+        self.job: Optional[ManagedThread] = None
+        self.baton = threading.Lock()
+        self.baton.acquire()
+        self.thread = threading.Thread(
+            target=self._loop, name=f"parabatch-carrier-{number}", daemon=True
+        )
+        _real_start(self.thread)  # the start guard lets only this call through
+        ident = self.thread.ident
+        assert ident is not None
+        self.ident = ident
+
+    def _loop(self) -> None:
+        pool = self.pool
+        while True:
+            self.baton.acquire()  # the first turn of the next job, or the pool closing
+            job = self.job
+            if job is None:
+                return
+            job.body()
+            self.job = None
+            with pool.lock:
+                if pool.closed:
+                    return
+                pool.free.append(self)
+
+
+class CarrierPool:
+    """The carriers of one check; ``close`` stops the idle ones (busy ones stop after)."""
+
+    __slots__ = ("closed", "count", "free", "lock")
+
+    def __init__(self) -> None:
+        self.free: list[Carrier] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        self.count = 0
+
+    def get(self, job: ManagedThread) -> Carrier:
+        with self.lock:
+            carrier = self.free.pop() if self.free else None
+        if carrier is None:
+            self.count += 1
+            carrier = Carrier(self, self.count)
+        carrier.job = job
+        return carrier
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            idle, self.free = self.free, []
+        for c in idle:
+            c.baton.release()  # job is None: the loop returns
+        for c in idle:
+            c.thread.join(1.0)
+
+
 class ManagedThread:
     """One thread of a controlled run. Also the handle ``spawn`` returns."""
 
@@ -111,12 +179,12 @@ class ManagedThread:
         "args",
         "baton",
         "blocked_label",
+        "carrier",
         "deadline",
         "epoch",
         "ident",
         "name",
         "origin",
-        "os_thread",
         "rt",
         "status",
         "target",
@@ -134,9 +202,6 @@ class ManagedThread:
         self.target = target
         self.args = args
         self.status = RUNNABLE
-        self.baton = threading.Lock()
-        self.baton.acquire()
-        self.ident = 0
         self._sched_waiters: list[tuple[ManagedThread, int]] = []
         self.epoch = 0
         self.deadline: Optional[float] = None
@@ -144,17 +209,17 @@ class ManagedThread:
         self.vtime = 0.0
         self.blocked_label = ""
         self.origin = ""
-        self.os_thread = threading.Thread(
-            target=self._bootstrap, name=f"parabatch-{name}", daemon=True
-        )
+        self.carrier = rt.pool.get(self)
+        self.baton = self.carrier.baton
+        self.ident = self.carrier.ident
 
     def __repr__(self) -> str:
         return f"<ManagedThread {self.name}>"
 
-    def _bootstrap(self) -> None:
+    def body(self) -> None:
+        """Run by the carrier once this thread's first turn has come."""
         rt = self.rt
         _tls.thread = self
-        self.baton.acquire()  # wait for our first turn
         try:
             if rt.aborted:
                 return
@@ -169,6 +234,7 @@ class ManagedThread:
         finally:
             if rt.tracer is not None:
                 sys.settrace(None)
+            _tls.thread = None
             rt.finish(self)
 
     def join(self, timeout: Optional[float] = None) -> None:
@@ -177,8 +243,10 @@ class ManagedThread:
         if self.status == FINISHED:
             return
         me = rt.me()
-        if me is None:  # not a managed thread: wait for real
-            self.os_thread.join(timeout)
+        if me is None:  # not a managed thread: poll, on the real clock
+            end = None if timeout is None else time.monotonic() + timeout
+            while self.status != FINISHED and (end is None or time.monotonic() < end):
+                _real_sleep(0.001)
             return
         while self.status != FINISHED:
             if not rt.block(me, (self,), f"join {self.name}", timeout):
@@ -307,10 +375,13 @@ class Runtime:
         strategy: Strategy,
         *,
         tracer: Optional[Callable[..., Any]] = None,
+        pool: CarrierPool,
         stall_timeout: float = 2.0,
         max_steps: int = 100_000,
     ) -> None:
         self.strategy = strategy
+        self.pool = pool
+        self.unwound = threading.Event()
         self.tracer = tracer
         self.stall_timeout = stall_timeout
         self.max_steps = max_steps
@@ -350,10 +421,6 @@ class Runtime:
             last = self.steps
         if self.aborted:
             self._unwind()
-        for t in self.threads:
-            t.os_thread.join(self.stall_timeout)
-        # A stuck thread may have been freed by the unwinding (a real lock released).
-        self.leaked = [t for t in self.leaked if t.os_thread.is_alive()]
 
     def _stalled(self) -> None:
         stuck = self.current
@@ -382,25 +449,25 @@ class Runtime:
             if t.status == FINISHED or t in self.leaked:
                 continue
             self.current = t
+            self.unwound.clear()
             # RuntimeError: it was already released (a stuck thread woke up and handed over).
             with contextlib.suppress(RuntimeError):
                 t.baton.release()
-            t.os_thread.join(self.stall_timeout)
-            if t.os_thread.is_alive():
+            if not self.unwound.wait(self.stall_timeout) and t.status != FINISHED:
                 self.leaked.append(t)
-
-    # ----------------------------------------------------------------- managed side
+        # A stuck thread may have been freed by the unwinding (a real lock released).
+        for t in list(self.leaked):
+            end = time.monotonic() + self.stall_timeout
+            while t.status != FINISHED and time.monotonic() < end:
+                _real_sleep(0.005)
+        self.leaked = [t for t in self.leaked if t.status != FINISHED]
 
     def new_thread(
         self, target: Callable[..., Any], args: tuple[Any, ...], name: str
     ) -> ManagedThread:
         t = ManagedThread(self, len(self.threads), target, args, name)
         self.threads.append(t)
-        _real_start(t.os_thread)  # the start guard lets only this call through
-        ident = t.os_thread.ident
-        assert ident is not None
-        t.ident = ident
-        self.by_ident[ident] = t
+        self.by_ident[t.ident] = t
         return t
 
     def me(self) -> Optional[ManagedThread]:
@@ -616,6 +683,8 @@ class Runtime:
         """Called by a managed thread as it ends: wake joiners, hand the baton on."""
         me.status = FINISHED
         if self.unwinding:
+            if me is self.current:
+                self.unwound.set()
             return
         self.events.append((me.tid, _event("end")))
         self.wake(me)

@@ -1,0 +1,86 @@
+"""Scheduler speed: schedules per second, and the cost of checkpoint() with no scheduler.
+
+Run with pytest-benchmark, on its own (it disables itself under xdist)::
+
+    PYTHONPATH=src python -m pytest benchmarks/bench_scheduler.py -p no:xdist --benchmark-only
+
+or as a script for a one-line summary::
+
+    PYTHONPATH=src python benchmarks/bench_scheduler.py
+"""
+
+from __future__ import annotations
+
+import time
+import timeit
+from typing import Any
+
+from parabatch.testing import check_dfs, check_random, checkpoint, spawn
+
+THREADS = 2
+POINTS = 10
+SCHEDULES = 200
+
+
+def two_threads_ten_points() -> None:
+    """The benchmark's checked function: 2 spawned threads x 10 scheduling points each."""
+
+    def worker() -> None:
+        for _ in range(POINTS):
+            checkpoint("p")
+
+    threads = [spawn(worker) for _ in range(THREADS)]
+    for t in threads:
+        t.join()
+
+
+def _random_batch() -> None:
+    check_random(two_threads_ten_points, iterations=SCHEDULES, seed=1)
+
+
+def _dfs_batch() -> None:
+    check_dfs(two_threads_ten_points, max_preemptions=1, max_schedules=SCHEDULES)
+
+
+def test_schedules_per_second_random(benchmark: Any) -> None:
+    benchmark.pedantic(_random_batch, rounds=5, iterations=1)
+    per_s = SCHEDULES / benchmark.stats.stats.mean
+    benchmark.extra_info["schedules_per_second"] = round(per_s)
+
+
+def test_schedules_per_second_dfs(benchmark: Any) -> None:
+    benchmark.pedantic(_dfs_batch, rounds=5, iterations=1)
+    benchmark.extra_info["schedules_per_second"] = round(SCHEDULES / benchmark.stats.stats.mean)
+
+
+def test_checkpoint_cost_without_scheduler(benchmark: Any) -> None:
+    benchmark(checkpoint)
+
+
+def test_checkpoint_with_label_cost_without_scheduler(benchmark: Any) -> None:
+    benchmark(checkpoint, "label")
+
+
+def main() -> None:
+    for name, batch in (("check_random", _random_batch), ("check_dfs", _dfs_batch)):
+        batch()  # warm up
+        best = min(timeit.repeat(batch, number=1, repeat=5))
+        print(
+            f"{name}: {SCHEDULES / best:,.0f} schedules/s "
+            f"({THREADS} threads x {POINTS} points, best of 5 x {SCHEDULES})"
+        )
+    n = 1_000_000
+    noop = min(timeit.repeat("f()", globals={"f": lambda: None}, number=n, repeat=5)) / n
+    cost = min(timeit.repeat("checkpoint()", globals=globals(), number=n, repeat=5)) / n
+    labelled = min(timeit.repeat("checkpoint('x')", globals=globals(), number=n, repeat=5)) / n
+    print(
+        f"checkpoint() with no scheduler: {cost * 1e9:.0f} ns "
+        f"(with a label {labelled * 1e9:.0f} ns; an empty Python call {noop * 1e9:.0f} ns)"
+    )
+    t = time.perf_counter()
+    r = check_random(two_threads_ten_points, iterations=1000, seed=2)
+    print(f"1,000 random schedules in {time.perf_counter() - t:.2f} s; ok={r.ok}")
+
+
+if __name__ == "__main__":
+    main()
