@@ -500,6 +500,7 @@ def check_stress(
                     hooks.errors.insert(0, exc)
                 finally:
                     _scheduler.set_current(None)
+                    hooks.gate.set()
                     for h in hooks.handles:
                         h.join(join_timeout)
                 explored += 1

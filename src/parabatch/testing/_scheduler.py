@@ -276,6 +276,8 @@ class _RealThreadHandle:
         self._thread.start()
 
     def _run(self, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if self._hooks is not None:
+            self._hooks.gate.wait()
         try:
             target(*args)
         except BaseException as exc:
@@ -289,6 +291,8 @@ class _RealThreadHandle:
         return self._thread.name
 
     def join(self, timeout: Optional[float] = None) -> None:
+        if self._hooks is not None:
+            self._hooks.gate.set()
         self._thread.join(timeout)
 
     def is_alive(self) -> bool:
@@ -296,11 +300,17 @@ class _RealThreadHandle:
 
 
 class StressHooks:
-    """Installed during ``check_stress``: scheduling points may yield the GIL for real."""
+    """Installed during ``check_stress``: scheduling points may yield the GIL for real.
+
+    Spawned threads wait at a start gate that opens at the first ``join`` (or when the
+    checked function returns), so threads spawned one after another start together, as
+    behind a barrier, and their race windows overlap as much as free threads allow.
+    """
 
     controlled = False
 
     def __init__(self, yield_at_points: bool) -> None:
+        self.gate = threading.Event()
         self.yield_at_points = yield_at_points
         self.errors: list[BaseException] = []
         self.handles: list[_RealThreadHandle] = []
