@@ -87,7 +87,16 @@ class Strategy(Protocol):
 
 
 class ThreadHandle(Protocol):
-    """What :func:`spawn` returns: ``join`` it like a ``threading.Thread``."""
+    """What :func:`spawn` returns: ``join`` it like a ``threading.Thread``.
+
+    Example:
+        >>> from parabatch.testing import spawn
+        >>> seen = []
+        >>> handle = spawn(seen.append, "hello from a thread")
+        >>> handle.join()
+        >>> handle.is_alive(), seen
+        (False, ['hello from a thread'])
+    """
 
     @property
     def name(self) -> str: ...
