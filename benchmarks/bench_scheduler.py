@@ -34,23 +34,24 @@ def two_threads_ten_points() -> None:
         t.join()
 
 
-def _random_batch() -> None:
-    check_random(two_threads_ten_points, iterations=SCHEDULES, seed=1)
+def _random_batch() -> int:
+    return check_random(two_threads_ten_points, iterations=SCHEDULES, seed=1).schedules_explored
 
 
-def _dfs_batch() -> None:
-    check_dfs(two_threads_ten_points, max_preemptions=1, max_schedules=SCHEDULES)
+def _dfs_batch() -> int:
+    # Bound 2: the space (several hundred schedules) is larger than the batch.
+    r = check_dfs(two_threads_ten_points, max_preemptions=2, max_schedules=SCHEDULES)
+    return r.schedules_explored
 
 
 def test_schedules_per_second_random(benchmark: Any) -> None:
-    benchmark.pedantic(_random_batch, rounds=5, iterations=1)
-    per_s = SCHEDULES / benchmark.stats.stats.mean
-    benchmark.extra_info["schedules_per_second"] = round(per_s)
+    explored = benchmark.pedantic(_random_batch, rounds=5, iterations=1)
+    benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
 
 
 def test_schedules_per_second_dfs(benchmark: Any) -> None:
-    benchmark.pedantic(_dfs_batch, rounds=5, iterations=1)
-    benchmark.extra_info["schedules_per_second"] = round(SCHEDULES / benchmark.stats.stats.mean)
+    explored = benchmark.pedantic(_dfs_batch, rounds=5, iterations=1)
+    benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
 
 
 def test_checkpoint_cost_without_scheduler(benchmark: Any) -> None:
@@ -63,7 +64,8 @@ def test_checkpoint_with_label_cost_without_scheduler(benchmark: Any) -> None:
 
 def main() -> None:
     for name, batch in (("check_random", _random_batch), ("check_dfs", _dfs_batch)):
-        batch()  # warm up
+        explored = batch()  # warm up
+        assert explored == SCHEDULES, (name, explored)
         best = min(timeit.repeat(batch, number=1, repeat=5))
         print(
             f"{name}: {SCHEDULES / best:,.0f} schedules/s "
