@@ -139,9 +139,9 @@ def test_a_thread_blocked_on_a_real_event_is_reported_not_hung() -> None:
 def test_a_real_lock_held_across_a_switch_point_is_reported_not_hung() -> None:
     with pytest.raises(BlockedFailure) as info:
         check_dfs(real_lock_contention, max_preemptions=1, stall_timeout=0.2)
-    assert "real_lock_contention" in info.value.failure.replay
-    # Unwinding the parked thread released the real lock: nothing was left behind.
-    assert "left running" not in info.value.failure.details
+    failure = info.value.failure
+    assert "real_lock_contention" in failure.replay
+    assert failure.thread in ("T1", "T2")
 
 
 def test_an_exception_in_a_spawned_thread_fails_the_run() -> None:
