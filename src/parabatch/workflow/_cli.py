@@ -16,10 +16,11 @@ from ._progress import ProgressBar
 from ._registry import NodeRegistry, default_registry
 from ._validate import load_workflow
 
-__all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_OK", "main"]
 
-#: Exit codes: the workflow ran; a node failed; the workflow file or the command is invalid.
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+#: Exit codes: the workflow ran; a node failed; the workflow file or the command is invalid;
+#: Ctrl-C (the shell's convention, 128 + SIGINT).
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Invalid(Exception):
@@ -30,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m parabatch",
         description="Run a parabatch workflow (JSON) and print the final shared store as JSON.",
-        epilog="Exit codes: 0 ok, 1 the workflow failed, 2 invalid workflow or usage.",
+        epilog="Exit codes: 0 ok, 1 the workflow failed, 2 invalid workflow or usage, 130 Ctrl-C.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="validate and run a workflow")
@@ -147,6 +148,9 @@ def main(
             progress=ProgressBar(err) if show else None,
             sequential=args.sequential,
         )
+    except KeyboardInterrupt:
+        err.write("parabatch: interrupted\n")
+        return EXIT_INTERRUPTED
     except Exception as exc:
         # A node failed: report it, and still write what the workflow got done.
         err.write(f"parabatch: workflow failed: {type(exc).__name__}: {exc}\n")

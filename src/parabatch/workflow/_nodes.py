@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pocketflow import Node
 
-from .._templates import resolve_template
+from .. import resolve_template
 from ._errors import HttpStatusError
 
 __all__ = ["CollectNode", "HttpNode", "ShellNode", "SimulatedLlmNode", "simulated_summary"]
