@@ -175,11 +175,9 @@ def pflow(latency_s: float, *, parallel: bool, isolation: str = "deepcopy") -> I
     def run(items: list[Any]) -> Any:
         node = parabatch.PflowBatchNode(chain, NODE_ID, config)
         shared = make_shared(items)
-        if isolation == "deepcopy":
+        # Patched even for deepcopy, so the label stays true if the default changes.
+        with patched_isolation(iso):
             node.run(shared)
-        else:
-            with patched_isolation(iso):
-                node.run(shared)
         return shared[NODE_ID]["results"]
 
     return run
