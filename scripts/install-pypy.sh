@@ -28,8 +28,9 @@ is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
 }
 
-command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-    || die "this script needs a Debian-based system (dpkg-query and apt-get)"
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    die "this script needs a Debian-based system (dpkg-query and apt-get)"
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -12,6 +12,7 @@
 # Usage:
 #     bash scripts/install-python313t.sh [PREFIX]
 # PREFIX defaults to $PARABATCH_PY313T_PREFIX, else <repo>/.interpreters/python3.13t.
+# PARABATCH_APT_ETC (default /etc/apt) is where the machine's apt sources are read.
 #
 # Idempotent: an existing, working free-threaded interpreter under PREFIX is
 # kept; build dependencies already installed are not touched.
@@ -34,6 +35,7 @@ REQUIRED_MODULES="ssl _ctypes zlib bz2 lzma sqlite3 hashlib"
 log() { printf 'install-python313t: %s\n' "$*" >&2; }
 die() { printf 'install-python313t: ERROR: %s\n' "$*" >&2; exit 1; }
 
+apt_etc=${PARABATCH_APT_ETC:-/etc/apt}
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 prefix=${1:-${PARABATCH_PY313T_PREFIX:-$repo_root/.interpreters/python3.13t}}
 case "$prefix" in
@@ -63,8 +65,21 @@ if interp=$(find_interpreter); then
     exit 0
 fi
 
-command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-    || die "this script needs a Debian-based system (dpkg-query and apt-get)"
+# One build per prefix at a time (a session and its CI may share a machine).
+mkdir -p "$(dirname "$prefix")"
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$prefix.lock"
+    flock 9
+    if interp=$(find_interpreter); then
+        log "built meanwhile by another run: $interp"
+        echo "$interp"
+        exit 0
+    fi
+fi
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    die "this script needs a Debian-based system (dpkg-query and apt-get)"
+fi
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -104,8 +119,8 @@ fi
 # -updates, -backports), in the order apt reads them.
 list_archive_entries() {
     local f files=()
-    [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
-    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -f "$apt_etc/sources.list" ] && files+=("$apt_etc/sources.list")
+    for f in "$apt_etc"/sources.list.d/*.list "$apt_etc"/sources.list.d/*.sources; do
         [ -f "$f" ] && files+=("$f")
     done
     [ "${#files[@]}" -gt 0 ] || return 0
@@ -160,7 +175,7 @@ list_archive_entries() {
 }
 
 entry=$(list_archive_entries | head -n 1)
-[ -n "$entry" ] || die "no Debian archive entry (deb <mirror> <suite> main) found in /etc/apt/sources.list or /etc/apt/sources.list.d/"
+[ -n "$entry" ] || die "no Debian archive entry (deb <mirror> <suite> main) found in $apt_etc/sources.list or $apt_etc/sources.list.d/"
 mirror=${entry%%$'\t'*}
 signed_by=${entry#*$'\t'}
 log "mirror taken from this machine's apt sources: $mirror"
@@ -191,8 +206,9 @@ apt_private=(apt-get
 
 t_fetch=$(date +%s)
 log "fetching the $SUITE source index (private apt state in $aptdir)"
-"${apt_private[@]}" update >&2 \
-    || die "apt-get update of '$SUITE' sources from $mirror failed"
+# --error-on=any: without it apt-get update exits 0 when the mirror cannot be reached.
+"${apt_private[@]}" update --error-on=any >&2 \
+    || die "could not fetch the '$SUITE' source index from $mirror (is the Debian mirror reachable?)"
 mkdir -p "$work/src"
 (cd "$work/src" && "${apt_private[@]}" source --download-only "$SRC_PACKAGE" >&2) \
     || die "apt-get source $SRC_PACKAGE ($SUITE) failed"
