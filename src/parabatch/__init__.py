@@ -30,9 +30,9 @@ from ._errors import ParabatchError as ParabatchError
 from ._errors import TemplateError as TemplateError
 from ._errors import UncopyableNodeError as UncopyableNodeError
 from ._group import ParallelGroupNode as ParallelGroupNode
-from ._isolation import Shared as Shared
 from ._isolation import check_copyable as check_copyable
 from ._runner import ItemOutcome as ItemOutcome
+from ._shared import Shared as Shared
 from ._templates import resolve_template as resolve_template
 from ._wrappers import NamespacedNodeWrapper as NamespacedNodeWrapper
 from ._wrappers import NamespacedSharedStore as NamespacedSharedStore

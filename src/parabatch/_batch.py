@@ -14,6 +14,7 @@ from ._config import validate_batch_config
 from ._errors import BatchConfigError, BatchInUseError, BatchItemsError, TemplateError
 from ._isolation import check_copyable, isolate
 from ._runner import (
+    Collected,
     ExecutorFactory,
     ItemOutcome,
     ProgressCallback,
@@ -135,16 +136,15 @@ class PflowBatchNode(Node):  # type: ignore[misc]
     def _exec(self, items: list[Any]) -> dict[str, Any]:
         started, t0 = time.time(), time.perf_counter()
         if self.parallel and items:
-            outcomes = self._exec_parallel(items)
+            collected = self._exec_parallel(items)
         else:
-            outcomes = self._exec_sequential(items)
-        output = self._output(items, outcomes, started, time.perf_counter() - t0)
-        failed = [o for o in outcomes if o is not None and not o.ok]
-        if failed and self.error_handling == "fail_fast":
+            collected = self._exec_sequential(items)
+        output = self._output(items, collected, started, time.perf_counter() - t0)
+        if collected.errors and self.error_handling == "fail_fast":
             assert self._shared is not None
             # Nothing lost: every finished result and every error is written before raising.
             self._shared[self.node_id] = output
-            first = failed[0].error  # outcomes are in input order: the lowest index
+            first = self._first_failure(collected).error
             assert first is not None
             raise first
         return output
@@ -155,27 +155,39 @@ class PflowBatchNode(Node):  # type: ignore[misc]
 
     # -- execution ----------------------------------------------------------------------
 
-    def _exec_sequential(self, items: list[Any]) -> list[Optional[ItemOutcome]]:
+    def _exec_sequential(self, items: list[Any]) -> Collected:
         """Run the items in order on the node itself (no copy: nothing runs beside it)."""
-        return run_sequential(
+        collected = self._collector(len(items))
+        run_sequential(
             self._exec_single,
             items,
             stop_on_failure=self.error_handling == "fail_fast",
-            progress=self.progress,
+            collect=collected.add,
         )
+        return collected
 
-    def _exec_parallel(self, items: list[Any]) -> list[Optional[ItemOutcome]]:
+    def _exec_parallel(self, items: list[Any]) -> Collected:
         """Run the items through the executor, at most ``max_concurrent`` at a time."""
         check_copyable(self.inner_node)  # refuse before any item runs, naming the culprit
-        return run_parallel(
+        collected = self._collector(len(items))
+        run_parallel(
             self._exec_single,
             items,
             executor=self.executor,
             max_concurrent=self.max_concurrent,
             stop_on_failure=self.error_handling == "fail_fast",
             stop=self._stop,
-            progress=self.progress,
+            collect=collected.add,
         )
+        return collected
+
+    def _collector(self, total: int) -> Collected:
+        """Where outcomes go as they finish (results by index, failures kept)."""
+        return Collected(total, self.progress)
+
+    def _first_failure(self, collected: Collected) -> ItemOutcome:
+        """The failure fail_fast raises: the lowest index, whatever finished first."""
+        return min(collected.errors, key=lambda o: o.index)
 
     def _exec_single(self, idx: int, item: Any) -> ItemOutcome:
         """Run one item with a local retry counter; never raises for the item's failure.
@@ -278,13 +290,8 @@ class PflowBatchNode(Node):  # type: ignore[misc]
         return items
 
     def _output(
-        self,
-        items: list[Any],
-        outcomes: list[Optional[ItemOutcome]],
-        started: float,
-        duration: float,
+        self, items: list[Any], collected: Collected, started: float, duration: float
     ) -> dict[str, Any]:
-        results = [o.result if o is not None and o.ok else None for o in outcomes]
         errors = [
             {
                 "index": o.index,
@@ -292,12 +299,11 @@ class PflowBatchNode(Node):  # type: ignore[misc]
                 "error": f"{type(o.error).__name__}: {o.error}",
                 "exception": o.error,
             }
-            for o in outcomes
-            if o is not None and o.error is not None
+            for o in collected.errors_by_index()
         ]
-        finished = sum(1 for o in outcomes if o is not None)
+        finished = collected.finished
         return {
-            "results": results,
+            "results": collected.results,
             "count": len(items),
             "success_count": finished - len(errors),
             "error_count": len(errors),

@@ -18,7 +18,7 @@ import types
 import weakref
 from typing import Any, TypeVar
 
-from ._isolation import Shared
+from ._shared import Shared
 from ._wrappers import _Wrapper
 
 __all__ = ["clone"]
@@ -73,7 +73,7 @@ def _is_plain(cls: type) -> bool:
         and getattr(cls, "__getstate__", None) is getstate
         and cls.__reduce_ex__ is object.__reduce_ex__  # type: ignore[comparison-overlap]
         and cls.__reduce__ is object.__reduce__  # type: ignore[comparison-overlap]
-        and cls.__new__ is object.__new__
+        and cls.__new__ is object.__new__  # type: ignore[comparison-overlap]
         and cls.__getattribute__ is object.__getattribute__  # type: ignore[comparison-overlap]
         and (not hasattr(cls, "__getattr__") or issubclass(cls, _Wrapper))
         and not copyreg._slotnames(cls)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from ._calllog import ensure_call_log
 from ._errors import BatchConfigError, BatchInUseError
 from ._isolation import check_copyable, isolate
 from ._runner import (
+    Collected,
     ExecutorFactory,
     ItemOutcome,
     ProgressCallback,
@@ -138,25 +139,25 @@ class ParallelGroupNode(Node):  # type: ignore[misc]
         started, t0 = time.time(), time.perf_counter()
         for index, child in enumerate(children):
             check_copyable(child, f"children[{index}]")
-        outcomes = run_parallel(
+        collected = Collected(len(children), self.progress)
+        run_parallel(
             self._exec_single,
             children,
             executor=self.executor,
             max_concurrent=self.max_concurrent,
             stop_on_failure=self.on_error == "fail_fast",
             stop=self._stop,
-            progress=self.progress,
+            collect=collected.add,
         )
         assert self._shared is not None
-        for outcome in outcomes:  # child order, whatever the completion order was
-            if outcome is not None and outcome.ok:
-                for key, value in outcome.result[1].items():
+        for done in collected.results:  # child order, whatever the completion order was
+            if done is not None:
+                for key, value in done[1].items():
                     self._shared[key] = value
-        output = self._output(outcomes, started, time.perf_counter() - t0)
-        failed = [o for o in outcomes if o is not None and not o.ok]
-        if failed and self.on_error == "fail_fast":
+        output = self._output(collected, started, time.perf_counter() - t0)
+        if collected.errors and self.on_error == "fail_fast":
             self._shared[self.node_id] = output
-            first = failed[0].error
+            first = collected.errors_by_index()[0].error
             assert first is not None
             raise first
         return output
@@ -183,10 +184,7 @@ class ParallelGroupNode(Node):  # type: ignore[misc]
         shared[self.node_id] = exec_res
         return "default"
 
-    def _output(
-        self, outcomes: list[Optional[ItemOutcome]], started: float, duration: float
-    ) -> dict[str, Any]:
-        results = [o.result[0] if o is not None and o.ok else None for o in outcomes]
+    def _output(self, collected: Collected, started: float, duration: float) -> dict[str, Any]:
         errors = [
             {
                 "index": o.index,
@@ -194,14 +192,12 @@ class ParallelGroupNode(Node):  # type: ignore[misc]
                 "error": f"{type(o.error).__name__}: {o.error}",
                 "exception": o.error,
             }
-            for o in outcomes
-            if o is not None and o.error is not None
+            for o in collected.errors_by_index()
         ]
-        finished = sum(1 for o in outcomes if o is not None)
         return {
-            "results": results,
-            "count": len(outcomes),
-            "success_count": finished - len(errors),
+            "results": [None if r is None else r[0] for r in collected.results],
+            "count": collected.total,
+            "success_count": collected.finished - len(errors),
             "error_count": len(errors),
             "errors": errors or None,
             "group_metadata": {

@@ -13,11 +13,13 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional, Sequence
 
 __all__ = [
+    "Collected",
     "ExecutorFactory",
     "ItemOutcome",
     "ProgressCallback",
     "StopFlag",
     "default_executor",
+    "notify",
     "run_parallel",
     "run_sequential",
 ]
@@ -88,16 +90,47 @@ def default_executor(max_workers: int) -> Executor:
     return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="parabatch")
 
 
-def _notify(
-    progress: Optional[ProgressCallback], outcome: ItemOutcome, done: int, total: int
+def notify(
+    progress: Optional[ProgressCallback], index: int, done: int, total: int, ok: bool
 ) -> None:
+    """Call a progress callback; an error inside it is logged, never raised."""
     if progress is None:
         return
     try:
-        progress(outcome.index, done, total, outcome.ok)
+        progress(index, done, total, ok)
     except Exception:
         # A progress display must never cost the batch its results.
         _log.warning("progress callback failed; the batch goes on", exc_info=True)
+
+
+class Collected:
+    """Outcomes gathered as they arrive: results by index, failures kept whole.
+
+    A success keeps only its result, in its slot; the :class:`ItemOutcome` is dropped, so
+    bookkeeping does not grow with the number of items beyond the results themselves.
+    ``errors`` holds the failed outcomes in the order they were collected (completion
+    order when parallel); :meth:`errors_by_index` sorts them.
+    """
+
+    __slots__ = ("errors", "finished", "progress", "results", "total")
+
+    def __init__(self, total: int, progress: Optional[ProgressCallback] = None) -> None:
+        self.results: list[Any] = [None] * total
+        self.errors: list[ItemOutcome] = []
+        self.finished = 0
+        self.total = total
+        self.progress = progress
+
+    def add(self, outcome: ItemOutcome) -> None:
+        self.finished += 1
+        if outcome.error is None:
+            self.results[outcome.index] = outcome.result
+        else:
+            self.errors.append(outcome)
+        notify(self.progress, outcome.index, self.finished, self.total, outcome.error is None)
+
+    def errors_by_index(self) -> list[ItemOutcome]:
+        return sorted(self.errors, key=lambda o: o.index)
 
 
 def run_sequential(
@@ -105,17 +138,14 @@ def run_sequential(
     items: Sequence[Any],
     *,
     stop_on_failure: bool,
-    progress: Optional[ProgressCallback] = None,
-) -> list[Optional[ItemOutcome]]:
+    collect: Callable[[ItemOutcome], None],
+) -> None:
     """Run ``fn(index, item)`` for each item in order; stop at a failure if asked."""
-    outcomes: list[Optional[ItemOutcome]] = [None] * len(items)
     for idx, item in enumerate(items):
         outcome = fn(idx, item)
-        outcomes[idx] = outcome
-        _notify(progress, outcome, idx + 1, len(items))
-        if stop_on_failure and not outcome.ok:
+        collect(outcome)
+        if stop_on_failure and outcome.error is not None:
             break
-    return outcomes
 
 
 def run_parallel(
@@ -126,24 +156,23 @@ def run_parallel(
     max_concurrent: int,
     stop_on_failure: bool,
     stop: StopFlag,
-    progress: Optional[ProgressCallback] = None,
-) -> list[Optional[ItemOutcome]]:
+    collect: Callable[[ItemOutcome], None],
+) -> None:
     """Run ``fn(index, item)`` through ``executor(workers)``, at most ``max_concurrent`` at once.
 
-    Returns one slot per item, in input order: its outcome, or ``None`` for an item never
-    started because a failure stopped the run. On a failure with ``stop_on_failure``,
-    nothing more is submitted, submitted-but-unstarted work is cancelled, and running items
-    finish. A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``) raised
-    here or by a worker cancels what has not started, tells running items to start no
-    further attempt, and propagates without waiting for them.
+    Each finished outcome goes to ``collect`` on the calling thread, in completion order
+    (outcomes finishing together in index order). On a failure with ``stop_on_failure``,
+    nothing more is submitted, submitted-but-unstarted work is cancelled, and running
+    items finish. A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``)
+    raised here or by a worker cancels what has not started, tells running items to start
+    no further attempt, and propagates without waiting for them.
     """
     total = len(items)
-    outcomes: list[Optional[ItemOutcome]] = [None] * total
     if total == 0:
-        return outcomes
+        return
     pool = executor(min(max_concurrent, total))
     pending: dict[Future[ItemOutcome], int] = {}
-    next_idx, done_count, stopping = 0, 0, False
+    next_idx, stopping = 0, False
     try:
         while pending or (next_idx < total and not stopping):
             while not stopping and next_idx < total and len(pending) < max_concurrent:
@@ -154,14 +183,12 @@ def run_parallel(
                 pending, return_when=concurrent.futures.FIRST_COMPLETED
             )
             for fut in sorted(done, key=pending.__getitem__):
-                idx = pending.pop(fut)
+                del pending[fut]
                 if fut.cancelled():
                     continue
                 outcome = fut.result()  # re-raises a worker's BaseException, by design
-                outcomes[idx] = outcome
-                done_count += 1
-                _notify(progress, outcome, done_count, total)
-                if stop_on_failure and not outcome.ok and not stopping:
+                collect(outcome)
+                if stop_on_failure and outcome.error is not None and not stopping:
                     stopping = True
                     for other in pending:
                         other.cancel()
@@ -172,4 +199,3 @@ def run_parallel(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    return outcomes

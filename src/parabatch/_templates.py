@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Union
 
 from ._errors import TemplateError
 
@@ -41,25 +42,32 @@ def _describe(obj: object) -> str:
     return f"{type(obj).__name__} {obj!r:.60}"
 
 
-def _lookup(path: str, context: Mapping[str, Any], template: str) -> Any:
-    segments = _SEGMENT.findall(path.strip())
-    if not segments or "".join(segments) != path.strip().replace(".", ""):
+@functools.lru_cache(maxsize=4096)
+def _parse_path(path: str, template: str) -> tuple[Union[int, str], ...]:
+    """A path's segments, parsed once per distinct path: keys (str) and indices (int)."""
+    stripped = path.strip()
+    segments = _SEGMENT.findall(stripped)
+    if not segments or "".join(segments) != stripped.replace(".", ""):
         raise TemplateError(f"{template}: malformed path {path!r}")
+    return tuple(int(s[1:-1]) if s.startswith("[") else s for s in segments)
+
+
+def _lookup(path: str, context: Mapping[str, Any], template: str) -> Any:
     current: Any = context
     where = "shared"
-    for seg in segments:
-        if seg.startswith("["):
-            index: int | str = int(seg[1:-1])
-        else:
-            index = seg
-        if isinstance(current, Mapping):
-            key = str(index) if isinstance(index, int) else index
-            if key not in current:
+    for index in _parse_path(path, template):
+        kind = type(current)
+        if kind is dict or isinstance(current, Mapping):
+            key = str(index) if type(index) is int else index
+            try:
+                current = current[key]
+            except KeyError:
                 raise TemplateError(
                     f"{template}: key {key!r} not found in {where} ({_describe(current)})"
-                )
-            current = current[key]
-        elif isinstance(current, Sequence) and not isinstance(current, (str, bytes)):
+                ) from None
+        elif kind is list or (
+            isinstance(current, Sequence) and not isinstance(current, (str, bytes))
+        ):
             try:
                 current = current[int(index)]
             except (ValueError, IndexError):
@@ -100,17 +108,28 @@ def resolve_template(value: Any, context: Mapping[str, Any]) -> Any:
         >>> resolve_template({"q": "${doc.title} x${n}", "k": ["${n}"]}, ctx)
         {'q': 'Hi x2', 'k': [2]}
     """
-    if isinstance(value, str):
-        whole = _TEMPLATE.fullmatch(value)
-        if whole:
-            return _lookup(whole.group(1), context, value)
-        if "${" not in value:
+    kind = type(value)
+    if kind is str:
+        form = _compile(value)
+        if form is None:
             return value
+        if type(form) is str:
+            return _lookup(form, context, value)
         return _TEMPLATE.sub(lambda m: _to_text(_lookup(m.group(1), context, m.group(0))), value)
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         return {k: resolve_template(v, context) for k, v in value.items()}
-    if isinstance(value, list):
+    if kind is list:
         return [resolve_template(v, context) for v in value]
-    if isinstance(value, tuple):
+    if kind is tuple:
         return tuple(resolve_template(v, context) for v in value)
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(value: str) -> Union[str, bool, None]:
+    """None: no template; a str: the path of a string that is one whole template; True:
+    templates inside a longer string."""
+    whole = _TEMPLATE.fullmatch(value)
+    if whole:
+        return whole.group(1)
+    return True if _TEMPLATE.search(value) else None

@@ -26,8 +26,8 @@ class _Wrapper(BaseNode):  # type: ignore[misc]
         # hand back a copy of the bare inner node with the wrappers silently dropped; copy
         # and pickle probe __getstate__/__setstate__/__reduce_ex__ on half-built objects,
         # where delegating recurses. Normal attributes go to the inner node.
-        if (name.startswith("__") and name.endswith("__")) or name == "inner_node":
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if (name[:2] == "__" and name[-2:] == "__") or name == "inner_node":
+            raise AttributeError(name)
         try:
             inner = self.__dict__["inner_node"]
         except KeyError:

@@ -221,7 +221,7 @@ class _JournalExecutor(ControlledExecutor):
         super().__init__(max_workers)
         self._journal = journal
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         self._journal.submitted()
         return super().submit(fn, *args, **kwargs)
 
@@ -370,13 +370,19 @@ def classify(run: RunRecord) -> tuple[dict[str, str], list[str]]:
     log = shared.get(CALLS_KEY, [])
     succeeded = [i for i in range(n) if i in ran and i not in fails_for_good]
     usage = sorted(
-        (r.get("batch_item_index"), r.get("item"), r.get("node_id"))
-        for r in log
-        if isinstance(r, dict) and r.get("model") == "probe"
+        (
+            (r.get("batch_item_index"), r.get("item"), r.get("node_id"))
+            for r in log
+            if isinstance(r, dict) and r.get("model") == "probe"
+        ),
+        key=repr,
     )
-    own = sorted(r.get("item") for r in log if isinstance(r, dict) and r.get("source") == "node")
-    want_usage = sorted((i, s.items[i], NODE_ID) for i in succeeded)
-    want_own = sorted(s.items[i] for i in succeeded)
+    own = sorted(
+        (r.get("item") for r in log if isinstance(r, dict) and r.get("source") == "node"),
+        key=repr,
+    )
+    want_usage = sorted(((i, s.items[i], NODE_ID) for i in succeeded), key=repr)
+    want_own = sorted((s.items[i] for i in succeeded), key=repr)
     if usage == want_usage and own == want_own and len(log) == 2 * len(succeeded):
         out["calls"] = f"{s.call_log}: exact"
     else:

@@ -14,11 +14,11 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from parabatch import CALLS_KEY, ItemOutcome, PflowBatchNode
 from parabatch._isolation import check_copyable
-from parabatch._runner import run_parallel
+from parabatch._runner import Collected, run_parallel
 
 __all__ = [
     "BROKEN_SUBJECTS",
@@ -94,55 +94,34 @@ class ShallowCopy(_Broken):
         return copy.copy(self.inner_node)
 
 
-class _OrderRecorder(_Broken):
-    """Runs the core's parallel loop and remembers the order in which items completed."""
-
-    def _exec_parallel(self, items: list[Any]) -> list[Optional[ItemOutcome]]:
-        order: list[int] = []
-        user = self.progress
-
-        def record(index: int, done: int, total: int, ok: bool) -> None:
-            order.append(index)
-            if user is not None:
-                user(index, done, total, ok)
-
-        self.progress = record
-        try:
-            outcomes = super()._exec_parallel(items)
-        finally:
-            self.progress = user
-        self._completion_order = order
-        return outcomes
+class _CompletionOrderCollected(Collected):
+    def add(self, outcome: ItemOutcome) -> None:
+        # The bug: the n-th result to finish goes to slot n, as an as_completed loop does.
+        if outcome.error is None:
+            outcome.result, index = outcome.result, outcome.index
+            outcome.index = self.finished
+            super().add(outcome)
+            outcome.index = index
+        else:
+            super().add(outcome)
 
 
-class CompletionOrder(_OrderRecorder):
+class CompletionOrder(_Broken):
     """Results gathered in completion order, as ``as_completed`` loops do."""
 
     catches = "ordering"
 
-    def _exec_parallel(self, items: list[Any]) -> list[Optional[ItemOutcome]]:
-        outcomes = super()._exec_parallel(items)
-        done = [outcomes[i] for i in self._completion_order]
-        return done + [None] * (len(items) - len(done))
+    def _collector(self, total: int) -> Collected:
+        return _CompletionOrderCollected(total, self.progress)
 
 
-class FirstCompletedError(_OrderRecorder):
+class FirstCompletedError(_Broken):
     """fail_fast raising the first failure to complete, not the lowest-index one."""
 
     catches = "fail_fast"
 
-    def _exec(self, items: list[Any]) -> dict[str, Any]:
-        try:
-            return super()._exec(items)
-        except Exception:
-            order = getattr(self, "_completion_order", None)
-            if not order:
-                raise
-            assert self._shared is not None
-            errors = self._shared[self.node_id]["errors"] or []
-            by_index = {e["index"]: e["exception"] for e in errors}
-            first = next(i for i in order if i in by_index)
-            raise by_index[first] from None
+    def _first_failure(self, collected: Collected) -> ItemOutcome:
+        return collected.errors[0]  # completion order
 
 
 class ReadModifyWriteCalls(_Broken):
@@ -166,17 +145,19 @@ class Unbounded(_Broken):
 
     catches = "bound"
 
-    def _exec_parallel(self, items: list[Any]) -> list[Optional[ItemOutcome]]:
+    def _exec_parallel(self, items: list[Any]) -> Collected:
         self._check_chain()
-        return run_parallel(
+        collected = self._collector(len(items))
+        run_parallel(
             self._exec_single,
             items,
             executor=self.executor,
             max_concurrent=max(len(items), 1),
             stop_on_failure=self.error_handling == "fail_fast",
             stop=self._stop,
-            progress=self.progress,
+            collect=collected.add,
         )
+        return collected
 
 
 class KeepsSubmitting(_Broken):
@@ -184,17 +165,19 @@ class KeepsSubmitting(_Broken):
 
     catches = "fail_fast"
 
-    def _exec_parallel(self, items: list[Any]) -> list[Optional[ItemOutcome]]:
+    def _exec_parallel(self, items: list[Any]) -> Collected:
         self._check_chain()
-        return run_parallel(
+        collected = self._collector(len(items))
+        run_parallel(
             self._exec_single,
             items,
             executor=self.executor,
             max_concurrent=self.max_concurrent,
             stop_on_failure=False,
             stop=self._stop,
-            progress=self.progress,
+            collect=collected.add,
         )
+        return collected
 
 
 #: name -> known-broken subject class
