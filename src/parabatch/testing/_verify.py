@@ -710,8 +710,8 @@ def verify_batch_node(
 def default_dfs_scenarios() -> list[Scenario]:
     """The small configurations ``check_dfs`` certifies: 2 workers, 2 or 3 items.
 
-    Between them they exercise retries, fail_fast with a failure, continue with a failure,
-    and both call-log modes.
+    Between them they exercise retries, fail_fast with one failure and with two failures
+    racing to be seen first, continue with a failure, and both call-log modes.
     """
     return [
         Scenario(
@@ -745,6 +745,14 @@ def default_dfs_scenarios() -> list[Scenario]:
             max_retries=1,
             error_handling="fail_fast",
             call_log="lock",
+        ),
+        Scenario(
+            items=("a", "b", "c"),
+            fail=(1, 1, 0),
+            max_concurrent=2,
+            max_retries=1,
+            error_handling="fail_fast",
+            call_log="gil",
         ),
     ]
 
