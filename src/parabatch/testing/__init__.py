@@ -8,6 +8,12 @@ acquisition, optionally every line of chosen modules). Strategies pick the switc
 bound), :func:`replay`, and :func:`schedules` for Hypothesis. Every failure prints its
 schedule and the line that replays it. See docs/scheduler.md. Imports no pytest.
 
+On top of it, :func:`verify_batch_node` checks any batch node with
+``PflowBatchNode``'s constructor against every property (ordering, params isolation, retry
+accounting, exactly-once, call accounting, the concurrency bound, fail_fast) and returns a
+jcstress-style :class:`OutcomeTable`; :mod:`parabatch.testing.broken` holds the
+known-broken subjects it must catch. See docs/stress.md.
+
 Example:
     >>> from parabatch.testing import check_dfs, checkpoint, spawn
     >>> def lost_update():
@@ -52,19 +58,41 @@ from ._strategies import parse_schedule as parse_schedule
 from ._strategies import pct_iterations as pct_iterations
 from ._sync import Lock as Lock
 from ._sync import RLock as RLock
+from ._outcomes import ACCEPTABLE as ACCEPTABLE
+from ._outcomes import FORBIDDEN as FORBIDDEN
+from ._outcomes import INTERESTING as INTERESTING
+from ._outcomes import PROPERTIES as PROPERTIES
+from ._outcomes import OutcomeTable as OutcomeTable
 from ._trace import CheckResult as CheckResult
 from ._trace import Failure as Failure
+from ._verify import Counterexample as Counterexample
+from ._verify import Probe as Probe
+from ._verify import Scenario as Scenario
+from ._verify import VerifyReport as VerifyReport
+from ._verify import detection as detection
+from ._verify import replay_scenario as replay_scenario
+from ._verify import scenarios as scenarios
+from ._verify import shrink as shrink
+from ._verify import verify_batch_node as verify_batch_node
 
 __all__ = [
+    "ACCEPTABLE",
+    "FORBIDDEN",
+    "INTERESTING",
+    "PROPERTIES",
     "BlockedFailure",
     "CheckResult",
     "ControlledExecutor",
     "ControlledFuture",
+    "Counterexample",
     "DeadlockFailure",
     "Failure",
     "Lock",
     "NondeterminismFailure",
+    "OutcomeTable",
+    "Probe",
     "RLock",
+    "Scenario",
     "Schedule",
     "ScheduleFailure",
     "SchedulerUsageError",
@@ -72,16 +100,22 @@ __all__ = [
     "ThreadHandle",
     "UncontrolledThreadError",
     "UncontrolledThreadFailure",
+    "VerifyReport",
     "check_dfs",
     "check_pct",
     "check_random",
     "check_stress",
     "checkpoint",
+    "detection",
     "format_schedule",
     "parse_schedule",
     "pct_iterations",
     "replay",
+    "replay_scenario",
+    "scenarios",
     "schedules",
+    "shrink",
     "simulated_call",
     "spawn",
+    "verify_batch_node",
 ]

@@ -38,6 +38,8 @@ __all__ = [
     "draw_scenario",
     "replay_scenario",
     "run_scenario",
+    "scenarios",
+    "shrink",
     "verify_batch_node",
 ]
 
@@ -612,6 +614,7 @@ def verify_batch_node(
     max_preemptions: int = 2,
     trace: Union[bool, Sequence[str]] = True,
     stop_on_forbidden: bool = False,
+    stress_yield: bool = False,
     name: Optional[str] = None,
 ) -> VerifyReport:
     """Verify a batch node against every property, under controlled schedules.
@@ -633,6 +636,8 @@ def verify_batch_node(
         trace: True traces every line of the factory's own module (so a read-modify-write
             there can be interleaved); False traces nothing; or a list of module names.
         stop_on_forbidden: stop at the first FORBIDDEN run (detection measurements).
+        stress_yield: with ``"stress"``, call ``time.sleep(0)`` at every scheduling point,
+            releasing the GIL as a real call would (default: never yield).
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is False on any FORBIDDEN outcome.
@@ -688,7 +693,7 @@ def verify_batch_node(
             )
             report.exhausted = bool(report.exhausted and result.exhausted)
         else:
-            result = check_stress(fn, iterations, **common)
+            result = check_stress(fn, iterations, yield_at_points=stress_yield, **common)
         before = report.schedules
         report.schedules += result.schedules_explored
         report.scenarios += 1
@@ -814,3 +819,79 @@ def detection(
         "properties": sorted(properties),
         "counterexample": first,
     }
+
+
+def scenarios(*, max_items: int = 4) -> Any:
+    """Hypothesis strategy for :class:`Scenario`, shrinking towards the simplest batch.
+
+    Shrinks towards two items, no failures, ``max_retries=1``, one worker, parallel,
+    ``continue`` and the ``lock`` call log: a shrunk counterexample keeps only the
+    features its failure needs. Hypothesis is imported only when this is called.
+
+    Example:
+        >>> from hypothesis import find
+        >>> find(scenarios(), lambda s: True).items
+        ('a', 'b')
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw: Any) -> Scenario:
+        n = draw(st.integers(2, max_items))
+        max_retries = draw(st.integers(1, 3))
+        return Scenario(
+            items=tuple(ITEM_NAMES[:n]),
+            fail=tuple(draw(st.integers(0, max_retries)) for _ in range(n)),
+            parallel=not draw(st.booleans()),
+            max_concurrent=draw(st.integers(1, 3)),
+            max_retries=max_retries,
+            error_handling=draw(st.sampled_from(["continue", "fail_fast"])),
+            call_log=draw(st.sampled_from(["lock", "gil"])),
+        )
+
+    return build()
+
+
+def shrink(
+    factory: Factory,
+    *,
+    budget: int = 1000,
+    seed: int = 0,
+    trace: Union[bool, Sequence[str]] = True,
+) -> Optional[Counterexample]:
+    """The smallest FORBIDDEN run Hypothesis can find: simplest scenario, fewest switches.
+
+    Hypothesis draws a scenario and a schedule together (:func:`scenarios` and
+    :func:`parabatch.testing.schedules`), runs it with :func:`replay`, and once a run is
+    FORBIDDEN shrinks both. Returns None when ``budget`` examples find nothing.
+    """
+    from hypothesis import HealthCheck, find, settings
+    from hypothesis import strategies as st
+    from hypothesis.errors import NoSuchExample
+
+    from ._hypothesis import schedules
+
+    traced = _trace_modules(factory, trace)
+
+    def forbidden(example: tuple[Scenario, Any]) -> bool:
+        scenario, schedule = example
+        fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
+        return not replay(fn, schedule, trace_modules=traced, raise_on_failure=False).ok
+
+    try:
+        scenario, schedule = find(
+            st.tuples(scenarios(), schedules()),
+            forbidden,
+            settings=settings(
+                max_examples=budget,
+                database=None,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+            ),
+            random=random.Random(seed),
+        )
+    except NoSuchExample:
+        return None
+    fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
+    result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
+    return _counterexample(result, scenario, _ref(factory), traced)
