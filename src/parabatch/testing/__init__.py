@@ -48,6 +48,11 @@ from ._errors import UncontrolledThreadFailure as UncontrolledThreadFailure
 from ._executor import ControlledExecutor as ControlledExecutor
 from ._executor import ControlledFuture as ControlledFuture
 from ._hypothesis import schedules as schedules
+from ._outcomes import ACCEPTABLE as ACCEPTABLE
+from ._outcomes import FORBIDDEN as FORBIDDEN
+from ._outcomes import INTERESTING as INTERESTING
+from ._outcomes import PROPERTIES as PROPERTIES
+from ._outcomes import OutcomeTable as OutcomeTable
 from ._scheduler import ThreadHandle as ThreadHandle
 from ._scheduler import checkpoint as checkpoint
 from ._scheduler import simulated_call as simulated_call
@@ -58,11 +63,6 @@ from ._strategies import parse_schedule as parse_schedule
 from ._strategies import pct_iterations as pct_iterations
 from ._sync import Lock as Lock
 from ._sync import RLock as RLock
-from ._outcomes import ACCEPTABLE as ACCEPTABLE
-from ._outcomes import FORBIDDEN as FORBIDDEN
-from ._outcomes import INTERESTING as INTERESTING
-from ._outcomes import PROPERTIES as PROPERTIES
-from ._outcomes import OutcomeTable as OutcomeTable
 from ._trace import CheckResult as CheckResult
 from ._trace import Failure as Failure
 from ._verify import Counterexample as Counterexample
