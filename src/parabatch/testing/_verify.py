@@ -515,7 +515,8 @@ class VerifyReport:
     """What :func:`verify_batch_node` found: the outcome table and any counterexamples.
 
     ``ok`` is True when no FORBIDDEN outcome was observed. ``first_forbidden_at`` is the
-    number of schedules run until the first FORBIDDEN one (None if none).
+    number of schedules run until the first FORBIDDEN one (None if none);
+    ``forbidden_runs`` counts the runs that had one.
     """
 
     subject: str
@@ -528,6 +529,7 @@ class VerifyReport:
     first_forbidden_at: Optional[int] = None
     exhausted: Optional[bool] = None
     harness_failures: int = 0
+    forbidden_runs: int = 0
 
     @property
     def ok(self) -> bool:
@@ -559,6 +561,7 @@ class VerifyReport:
             "scenarios": self.scenarios,
             "ok": self.ok,
             "first_forbidden_at": self.first_forbidden_at,
+            "forbidden_runs": self.forbidden_runs,
             "exhausted": self.exhausted,
             "table": self.table.to_dict(),
             "counterexamples": [
@@ -697,6 +700,7 @@ def verify_batch_node(
         before = report.schedules
         report.schedules += result.schedules_explored
         report.scenarios += 1
+        report.forbidden_runs += counter[1]
         harness = result.failures - counter[1]
         if harness > 0:
             report.harness_failures += harness
