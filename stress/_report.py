@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from parabatch.testing import OutcomeTable
 from parabatch.testing._outcomes import FORBIDDEN
@@ -112,7 +112,7 @@ class StressReport:
             )
         return rows
 
-    CONTROL_HEAD = [
+    CONTROL_HEAD: ClassVar[list[str]] = [
         "subject",
         "must fail",
         "random: caught",
