@@ -48,10 +48,6 @@ from ._errors import UncontrolledThreadFailure as UncontrolledThreadFailure
 from ._executor import ControlledExecutor as ControlledExecutor
 from ._executor import ControlledFuture as ControlledFuture
 from ._hypothesis import schedules as schedules
-from ._outcomes import ACCEPTABLE as ACCEPTABLE
-from ._outcomes import FORBIDDEN as FORBIDDEN
-from ._outcomes import INTERESTING as INTERESTING
-from ._outcomes import PROPERTIES as PROPERTIES
 from ._outcomes import OutcomeTable as OutcomeTable
 from ._scheduler import ThreadHandle as ThreadHandle
 from ._scheduler import checkpoint as checkpoint
@@ -76,10 +72,6 @@ from ._verify import shrink as shrink
 from ._verify import verify_batch_node as verify_batch_node
 
 __all__ = [
-    "ACCEPTABLE",
-    "FORBIDDEN",
-    "INTERESTING",
-    "PROPERTIES",
     "BlockedFailure",
     "CheckResult",
     "ControlledExecutor",

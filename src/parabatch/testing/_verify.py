@@ -189,6 +189,18 @@ class Probe(Node):  # type: ignore[misc]
     where a real LLM call would release the GIL), reads its params again, and fails if the
     scenario plans this attempt to fail. Its ``post`` reports ``llm_usage`` and appends a
     record of its own to ``shared["__llm_calls__"]``.
+
+    Example:
+        >>> journal = Journal()
+        >>> probe = Probe(journal, fail={"a": 1})
+        >>> probe.params = {"topic": "a", "position": 0}
+        >>> try:
+        ...     probe.exec(("a", 0))
+        ... except PlannedFailure as e:
+        ...     print(e)
+        item 'a' attempt 1 fails as planned
+        >>> probe.exec(("a", 0)), journal.attempts
+        ({'item': 'a', 'attempt': 2}, {'a': 2})
     """
 
     def __init__(self, journal: Journal, fail: dict[str, int]) -> None:
@@ -493,7 +505,14 @@ def _trace_modules(factory: Factory, trace: Union[bool, Sequence[str]]) -> tuple
 
 @dataclass
 class Counterexample:
-    """A run with a FORBIDDEN outcome, and how to run it again."""
+    """A run with a FORBIDDEN outcome, and how to run it again.
+
+    Example:
+        >>> from parabatch.testing.broken import NoCopy
+        >>> ce = verify_batch_node(NoCopy, budget=50, seed=0).counterexamples[0]
+        >>> ce.replay.startswith("import parabatch.testing as t; t.replay_scenario(")
+        True
+    """
 
     scenario: Scenario
     schedule: str
@@ -517,6 +536,12 @@ class VerifyReport:
     ``ok`` is True when no FORBIDDEN outcome was observed. ``first_forbidden_at`` is the
     number of schedules run until the first FORBIDDEN one (None if none);
     ``forbidden_runs`` counts the runs that had one.
+
+    Example:
+        >>> from parabatch.testing.broken import Unbounded
+        >>> report = verify_batch_node(Unbounded, budget=100, seed=0)
+        >>> report.ok, [p for p, _, _ in report.table.forbidden()]
+        (False, ['bound'])
     """
 
     subject: str
@@ -802,6 +827,12 @@ def detection(
 
     Returns the number of seeds that found a FORBIDDEN outcome within ``budget``
     schedules, the schedules each took, their median, and the first counterexample.
+
+    Example:
+        >>> from parabatch.testing.broken import NoCopy
+        >>> found = detection(NoCopy, seeds=range(3), budget=100)
+        >>> found["caught"], found["properties"]
+        (3, ['params'])
     """
     found: list[int] = []
     first: Optional[Counterexample] = None
@@ -868,6 +899,12 @@ def shrink(
     Hypothesis draws a scenario and a schedule together (:func:`scenarios` and
     :func:`parabatch.testing.schedules`), runs it with :func:`replay`, and once a run is
     FORBIDDEN shrinks both. Returns None when ``budget`` examples find nothing.
+
+    Example:
+        >>> from parabatch.testing.broken import CompletionOrder
+        >>> ce = shrink(CompletionOrder, budget=300)
+        >>> ce.scenario.items, ce.preemptions
+        (('a', 'b'), 1)
     """
     from hypothesis import HealthCheck, find, settings
     from hypothesis import strategies as st
