@@ -174,11 +174,15 @@ class ParallelGroupNode(Node):  # type: ignore[misc]
             # until the merge.
             child_shared[child_id] = dict(namespace)
         try:
-            action = isolate(child)._run(child_shared)
+            action = self._copy_child(child)._run(child_shared)
         except Exception as exc:
             return ItemOutcome(idx, child_id, None, exc, 1)
         writes = {k: v for k, v in child_shared.items() if base.get(k, _MISSING) is not v}
         return ItemOutcome(idx, child_id, (action, writes), None, 1)
+
+    def _copy_child(self, child: Any) -> Any:
+        """The per-child isolation: the batch node's (a deep copy of the whole child)."""
+        return isolate(child)
 
     def post(self, shared: MutableMapping[str, Any], prep_res: Any, exec_res: Any) -> str:
         shared[self.node_id] = exec_res

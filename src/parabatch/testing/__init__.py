@@ -47,6 +47,7 @@ from ._errors import UncontrolledThreadError as UncontrolledThreadError
 from ._errors import UncontrolledThreadFailure as UncontrolledThreadFailure
 from ._executor import ControlledExecutor as ControlledExecutor
 from ._executor import ControlledFuture as ControlledFuture
+from ._group_subject import GroupAsBatch as GroupAsBatch
 from ._hypothesis import schedules as schedules
 from ._outcomes import OutcomeTable as OutcomeTable
 from ._scheduler import ThreadHandle as ThreadHandle
@@ -79,6 +80,7 @@ __all__ = [
     "Counterexample",
     "DeadlockFailure",
     "Failure",
+    "GroupAsBatch",
     "Lock",
     "NondeterminismFailure",
     "OutcomeTable",

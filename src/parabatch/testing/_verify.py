@@ -96,7 +96,7 @@ class Scenario:
         return cls(**data)
 
 
-def draw_scenario(rng: random.Random, *, max_items: int = 4) -> Scenario:
+def draw_scenario(rng: random.Random, *, max_items: int = 4, max_retries: int = 3) -> Scenario:
     """A random scenario, from one of four families drawn with equal odds (swarm testing).
 
     - ``mixed``: any config; about one item in three fails for good, one in six once;
@@ -114,7 +114,8 @@ def draw_scenario(rng: random.Random, *, max_items: int = 4) -> Scenario:
     """
     family = rng.choice(["mixed", "retries", "fail_fast", "wide"])
     n = max_items if family == "wide" else rng.randint(2, max_items)
-    max_retries = rng.choice([1, 2, 2, 3])
+    retries_cap = max_retries
+    max_retries = min(retries_cap, rng.choice([1, 2, 2, 3]))
     cap = rng.randint(2, max(2, min(3, n)))
     handling = rng.choice(["continue", "fail_fast"])
     if family == "mixed":
@@ -122,7 +123,7 @@ def draw_scenario(rng: random.Random, *, max_items: int = 4) -> Scenario:
         if rng.random() < 0.15:
             cap = 1
     elif family == "retries":
-        max_retries = rng.choice([2, 3])
+        max_retries = min(retries_cap, rng.choice([2, 3]))
         fail = [rng.randint(0, max_retries - 1) for _ in range(n)]
     elif family == "fail_fast":
         handling = "fail_fast"
@@ -638,6 +639,7 @@ def verify_batch_node(
     depth: int = 2,
     per_scenario: Optional[int] = None,
     max_items: int = 4,
+    max_retries: int = 3,
     scenarios: Optional[Sequence[Scenario]] = None,
     max_preemptions: int = 2,
     trace: Union[bool, Sequence[str]] = True,
@@ -657,6 +659,8 @@ def verify_batch_node(
         budget: schedules to run in all (``"dfs"``: the cap per scenario).
         seed: seeds the scenario draws and the schedules; the same seed gives the same runs.
         depth: PCT depth.
+        max_items, max_retries: bounds of the drawn scenarios (a subject without retries
+            takes ``max_retries=1``).
         per_scenario: schedules per drawn scenario; default 1 (a new scenario for every
             schedule: measured best for random search) but 10 for PCT, whose priority
             change points are spread over the steps it learns from earlier runs.
@@ -704,7 +708,11 @@ def verify_batch_node(
             remaining = budget - report.schedules
             if remaining <= 0:
                 break
-            scenario = todo[index % len(todo)] if todo else draw_scenario(rng, max_items=max_items)
+            scenario = (
+                todo[index % len(todo)]
+                if todo
+                else draw_scenario(rng, max_items=max_items, max_retries=max_retries)
+            )
             iterations = min(per_scenario, remaining)
         index += 1
         counter = [0, 0]

@@ -20,9 +20,13 @@ from parabatch import CALLS_KEY, ItemOutcome, PflowBatchNode
 from parabatch._isolation import check_copyable
 from parabatch._runner import Collected, run_parallel
 
+from ._group_subject import CopylessGroup, GroupAsBatch
+
 __all__ = [
+    "BROKEN_GROUP_SUBJECTS",
     "BROKEN_SUBJECTS",
     "CompletionOrder",
+    "CopylessGroup",
     "FirstCompletedError",
     "KeepsSubmitting",
     "NoCopy",
@@ -179,6 +183,10 @@ class KeepsSubmitting(_Broken):
         )
         return collected
 
+
+#: name -> known-broken group (verified through :class:`parabatch.testing.GroupAsBatch`,
+#: with ``max_retries=1``)
+BROKEN_GROUP_SUBJECTS: dict[str, type[GroupAsBatch]] = {"copyless_group": CopylessGroup}
 
 #: name -> known-broken subject class
 BROKEN_SUBJECTS: dict[str, type[PflowBatchNode]] = {
