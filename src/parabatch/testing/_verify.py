@@ -10,6 +10,7 @@ the scheduler records its schedule and trace and the report can replay it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
@@ -23,7 +24,7 @@ from pocketflow import Node
 
 from parabatch import CALLS_KEY, NamespacedNodeWrapper, Shared, TemplateAwareNodeWrapper
 
-from ._check import check_dfs, check_pct, check_random, check_stress, replay
+from ._check import _FAILURE_CLASSES, check_dfs, check_pct, check_random, check_stress, replay
 from ._executor import ControlledExecutor
 from ._outcomes import OutcomeTable
 from ._scheduler import simulated_call
@@ -607,7 +608,7 @@ def _replay_line(
     ref: Optional[str], scenario: Scenario, schedule: str, trace: tuple[str, ...]
 ) -> str:
     subject = ref or "<your factory>"
-    traced = "" if not trace else f", trace={list(trace)!r}"
+    traced = ", trace=False" if not trace else f", trace={list(trace)!r}"
     return (
         f"import parabatch.testing as t; t.replay_scenario({subject!r}, "
         f"{scenario.to_json()!r}, {schedule!r}{traced})"
@@ -820,7 +821,15 @@ def replay_scenario(
     table = OutcomeTable()
     fn = _checked(subject, scenario, table, [0, 0])
     traced = _trace_modules(subject, trace)
-    return replay(fn, schedule, trace_modules=traced, raise_on_failure=raise_on_failure)
+    result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
+    if result.failure is not None:
+        # The scheduler names the inner checked function; name the line that reruns this.
+        line = _replay_line(_ref(subject), scenario, schedule, traced)
+        failure = dataclasses.replace(result.failure, replay=line)
+        result = dataclasses.replace(result, failure=failure)
+        if raise_on_failure:
+            raise _FAILURE_CLASSES[failure.kind](failure, result) from failure.exception
+    return result
 
 
 def detection(
