@@ -10,34 +10,27 @@ takes medians over rounds and, for ratios, the median of the per-round ratios.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import copy
 import gc
-import itertools
 import math
 import os
 import statistics
-import threading
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from _prototypes import (
+    FastTemplateWrapper,
+    LanesBatchNode,
+    LanesPlannedCopyBatchNode,
+    PlannedCopyBatchNode,
+)
 from pocketflow import AsyncParallelBatchNode, BatchNode, Node
 
 import parabatch
-from parabatch import _batch
-from parabatch._clone import clone
-from parabatch._isolation import check_copyable
-from parabatch._runner import (
-    ExecutorFactory,
-    ItemOutcome,
-    StopFlag,
-    default_executor,
-    run_parallel,
-)
+from parabatch._runner import Collected, ItemOutcome, StopFlag, default_executor, run_parallel
 
 #: Items per parallel run and the concurrency cap.
 N = 1_000
@@ -126,9 +119,13 @@ def chain_params() -> dict[str, Any]:
     return params
 
 
-def make_chain(latency_s: float = 0.0) -> Any:
-    """The real three-layer wrapper chain around a :class:`SleepNode`."""
-    inner = parabatch.TemplateAwareNodeWrapper(SleepNode(latency_s), NODE_ID, chain_params())
+def make_chain(latency_s: float = 0.0, *, fast_templates: bool = False) -> Any:
+    """The real three-layer wrapper chain around a :class:`SleepNode`.
+
+    ``fast_templates`` swaps in the prototype :class:`_prototypes.FastTemplateWrapper`.
+    """
+    wrapper = FastTemplateWrapper if fast_templates else parabatch.TemplateAwareNodeWrapper
+    inner = wrapper(SleepNode(latency_s), NODE_ID, chain_params())
     return parabatch.NamespacedNodeWrapper(inner, NODE_ID)
 
 
@@ -151,106 +148,47 @@ def make_items(n: int) -> list[str]:
 Impl = Callable[[list[Any]], Any]
 
 
-@contextlib.contextmanager
-def patched_isolation(fn: Callable[[Any], Any]) -> Iterator[None]:
-    """Run parabatch with ``fn`` as its per-item isolation (looked up at call time)."""
-    original = _batch.isolate
-    _batch.isolate = fn
-    try:
-        yield
-    finally:
-        _batch.isolate = original
+class DeepcopyBatchNode(parabatch.PflowBatchNode):  # type: ignore[misc]
+    """The old baseline: each parallel item on ``copy.deepcopy`` of the chain."""
+
+    def _copy_chain(self) -> Any:
+        return copy.deepcopy(self.inner_node)
 
 
-def pflow(latency_s: float, *, parallel: bool, isolation: str = "deepcopy") -> Impl:
-    """``PflowBatchNode`` over the real chain; ``isolation`` deepcopy (default), clone, none."""
-    chain = make_chain(latency_s)
-    config = {"items": "${items}", "parallel": parallel, "max_concurrent": C}
-    iso: Callable[[Any], Any] = {
-        "deepcopy": copy.deepcopy,
-        "clone": clone,
-        "none": lambda node: node,  # unsafe: for attribution of costs only
-    }[isolation]
+class NoCopyBatchNode(parabatch.PflowBatchNode):  # type: ignore[misc]
+    """No isolation at all: racy, for attributing costs only."""
 
-    def run(items: list[Any]) -> Any:
-        node = parabatch.PflowBatchNode(chain, NODE_ID, config)
-        shared = make_shared(items)
-        # Patched even for deepcopy, so the label stays true if the default changes.
-        with patched_isolation(iso):
-            node.run(shared)
-        return shared[NODE_ID]["results"]
-
-    return run
+    def _copy_chain(self) -> Any:
+        return self.inner_node
 
 
-def run_lanes(
-    fn: Callable[[int, Any], ItemOutcome],
-    items: list[Any],
+#: ``isolation`` name -> the batch node class that applies it.
+NODE_CLASSES: dict[str, type] = {
+    "default": parabatch.PflowBatchNode,  # whatever the core does (clone, today)
+    "deepcopy": DeepcopyBatchNode,
+    "none": NoCopyBatchNode,
+    "lanes": LanesBatchNode,
+    "planned": PlannedCopyBatchNode,
+    "lanes_planned": LanesPlannedCopyBatchNode,
+}
+
+
+def pflow(
+    latency_s: float,
     *,
-    executor: ExecutorFactory,
-    max_concurrent: int,
-    stop_on_failure: bool,
-    stop: StopFlag,
-) -> list[Any]:
-    """Prototype of a cheaper window: ``max_concurrent`` lanes that each take the next index.
-
-    Same bound and start order as ``run_parallel``, but a finished item is followed by the
-    next one in the same thread: no per-item future, no ``wait``, no coordinator wake-up.
-    """
-    total = len(items)
-    outcomes: list[Any] = [None] * total
-    counter = itertools.count()
-    lock = threading.Lock()  # next() on a shared count is not atomic without a GIL
-
-    def lane() -> None:
-        while not stop.is_set:
-            with lock:
-                idx = next(counter)
-            if idx >= total:
-                return
-            outcome = fn(idx, items[idx])
-            outcomes[idx] = outcome
-            if stop_on_failure and not outcome.ok:
-                stop.is_set = True
-
-    lanes = min(max_concurrent, total)
-    pool = executor(lanes)
-    futures = [pool.submit(lane) for _ in range(lanes)]
-    try:
-        concurrent.futures.wait(futures)
-        for fut in futures:
-            fut.result()
-    finally:
-        stop.is_set = True
-        pool.shutdown(wait=True)
-    return outcomes
-
-
-class LanesBatchNode(parabatch.PflowBatchNode):  # type: ignore[misc]
-    """``PflowBatchNode`` whose parallel mode runs :func:`run_lanes` (benchmark prototype)."""
-
-    def _exec_parallel(self, items: list[Any]) -> list[Any]:
-        check_copyable(self.inner_node)
-        return run_lanes(
-            self._exec_single,
-            items,
-            executor=self.executor,
-            max_concurrent=self.max_concurrent,
-            stop_on_failure=self.error_handling == "fail_fast",
-            stop=self._stop,
-        )
-
-
-def pflow_lanes(latency_s: float) -> Impl:
-    """The proposal together: lanes instead of the window, ``clone`` instead of deepcopy."""
-    chain = make_chain(latency_s)
-    config = {"items": "${items}", "parallel": True, "max_concurrent": C}
+    parallel: bool,
+    isolation: str = "default",
+    fast_templates: bool = False,
+) -> Impl:
+    """``PflowBatchNode`` (or the subclass named by ``isolation``) over the real chain."""
+    chain = make_chain(latency_s, fast_templates=fast_templates)
+    config = {"items": "${items}", "parallel": parallel, "max_concurrent": C}
+    cls = NODE_CLASSES[isolation]
 
     def run(items: list[Any]) -> Any:
-        node = LanesBatchNode(chain, NODE_ID, config)
+        node = cls(chain, NODE_ID, config)
         shared = make_shared(items)
-        with patched_isolation(clone):
-            node.run(shared)
+        node.run(shared)
         return shared[NODE_ID]["results"]
 
     return run
@@ -294,14 +232,17 @@ def runner_window(latency_s: float) -> Impl:
         return ItemOutcome(idx, item, item, None, 1)
 
     def run(items: list[Any]) -> Any:
-        return run_parallel(
+        collected = Collected(len(items))
+        run_parallel(
             work,
             items,
             executor=default_executor,
             max_concurrent=C,
             stop_on_failure=False,
             stop=StopFlag(),
+            collect=collected.add,
         )
+        return collected.results
 
     return run
 
@@ -374,38 +315,109 @@ def pocketflow_batch_node(latency_s: float) -> Impl:
     return run
 
 
+def batch_node_chain(latency_s: float) -> Impl:
+    """PocketFlow's ``BatchNode`` doing parabatch's per-item work by hand (the fair peer).
+
+    Per item: a shallow copy of ``shared`` with the item, its index and a fresh namespace,
+    the same wrapper chain run on it, the namespace kept as the result. What a PocketFlow
+    user writes to get sequential parabatch's semantics without parabatch.
+    """
+    chain = make_chain(latency_s)
+
+    class Work(BatchNode):  # type: ignore[misc]
+        def prep(self, shared: Any) -> Any:
+            self.shared = shared
+            return list(enumerate(shared["items"]))
+
+        def exec(self, pair: Any) -> Any:
+            idx, item = pair
+            item_shared = dict(self.shared)
+            item_shared["item"] = item
+            item_shared["__index__"] = idx
+            item_shared[NODE_ID] = {}
+            chain._run(item_shared)
+            result = item_shared[NODE_ID]
+            result["item"] = item
+            return result
+
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+            shared["results"] = exec_res
+            return "default"
+
+    def run(items: list[Any]) -> Any:
+        shared: dict[str, Any] = {**make_shared(items), "items": items}
+        Work().run(shared)
+        return shared["results"]
+
+    return run
+
+
+Registry = dict[str, tuple[Callable[[float], Impl], str]]
+
+PROTO = "PROTOTYPE, not in the library"
+
 #: name -> (factory(latency_s) -> Impl, what it is). The floor is ``pool``.
-PARALLEL_IMPLS: dict[str, tuple[Callable[[float], Impl], str]] = {
+PARALLEL_IMPLS: Registry = {
     "pool": (pool_map, "ThreadPoolExecutor(10).map, bare function (the floor)"),
-    "pflow": (
-        lambda s: pflow(s, parallel=True),
-        "PflowBatchNode parallel, default isolation (deepcopy)",
+    "pflow": (lambda s: pflow(s, parallel=True), "PflowBatchNode (core: clone isolation)"),
+    "pflow_deepcopy": (
+        lambda s: pflow(s, parallel=True, isolation="deepcopy"),
+        "PflowBatchNode, copy.deepcopy isolation (old baseline)",
     ),
-    "pflow_clone": (
-        lambda s: pflow(s, parallel=True, isolation="clone"),
-        "PflowBatchNode parallel, isolation = parabatch._clone.clone (prototype)",
+    "pflow_lanes": (
+        lambda s: pflow(s, parallel=True, isolation="lanes"),
+        f"PflowBatchNode with lanes instead of the window ({PROTO})",
     ),
-    "pflow_lanes": (pflow_lanes, "PflowBatchNode prototype: lanes + clone"),
-    "window": (runner_window, "run_parallel window + wait(FIRST_COMPLETED), bare function"),
+    "window": (runner_window, "run_parallel window, bare function"),
     "gather": (gather_semaphore, "asyncio.gather + Semaphore(10)"),
-    "apbn": (async_parallel_batch_node, "PocketFlow AsyncParallelBatchNode (UNBOUNDED)"),
+    "apbn": (async_parallel_batch_node, "PocketFlow AsyncParallelBatchNode (unbounded)"),
 }
-SEQUENTIAL_IMPLS: dict[str, tuple[Callable[[float], Impl], str]] = {
-    "batchnode": (pocketflow_batch_node, "PocketFlow BatchNode (sequential)"),
+SEQUENTIAL_IMPLS: Registry = {
+    "batchnode": (pocketflow_batch_node, "PocketFlow BatchNode, exec = return item"),
+    "batchnode_chain": (
+        batch_node_chain,
+        "PocketFlow BatchNode running the same chain per item (fair peer)",
+    ),
     "pflow_seq": (lambda s: pflow(s, parallel=False), "PflowBatchNode sequential, real chain"),
     "pflow_seq_bare": (pflow_bare, "PflowBatchNode sequential, bare node (no wrappers)"),
 }
 #: Attribution at 0 ms: each step adds one layer of parabatch's per-item work.
-ATTRIBUTION_IMPLS: dict[str, tuple[Callable[[float], Impl], str]] = {
+ATTRIBUTION_IMPLS: Registry = {
     "pool": PARALLEL_IMPLS["pool"],
     "window": PARALLEL_IMPLS["window"],
     "pflow_noiso": (
         lambda s: pflow(s, parallel=True, isolation="none"),
-        "PflowBatchNode parallel, no copy (unsafe; attribution only)",
+        "PflowBatchNode, no copy (unsafe; attribution only)",
     ),
-    "pflow_clone": PARALLEL_IMPLS["pflow_clone"],
     "pflow": PARALLEL_IMPLS["pflow"],
+    "pflow_deepcopy": PARALLEL_IMPLS["pflow_deepcopy"],
+}
+#: The proposed core changes, alone and together, against the current core.
+PROPOSAL_PARALLEL_IMPLS: Registry = {
+    "pool": PARALLEL_IMPLS["pool"],
+    "pflow": PARALLEL_IMPLS["pflow"],
+    "pflow_tpl": (
+        lambda s: pflow(s, parallel=True, fast_templates=True),
+        f"+ templates compiled once ({PROTO})",
+    ),
+    "pflow_plan": (
+        lambda s: pflow(s, parallel=True, isolation="planned"),
+        f"+ copy planned once per batch ({PROTO})",
+    ),
     "pflow_lanes": PARALLEL_IMPLS["pflow_lanes"],
+    "pflow_all": (
+        lambda s: pflow(s, parallel=True, isolation="lanes_planned", fast_templates=True),
+        f"+ all three: templates, planned copy, lanes ({PROTO})",
+    ),
+}
+PROPOSAL_SEQUENTIAL_IMPLS: Registry = {
+    "batchnode": SEQUENTIAL_IMPLS["batchnode"],
+    "batchnode_chain": SEQUENTIAL_IMPLS["batchnode_chain"],
+    "pflow_seq": SEQUENTIAL_IMPLS["pflow_seq"],
+    "pflow_seq_tpl": (
+        lambda s: pflow(s, parallel=False, fast_templates=True),
+        f"PflowBatchNode sequential + templates compiled once ({PROTO})",
+    ),
 }
 
 
@@ -460,40 +472,45 @@ def ideal_parallel_s(n: int, latency_ms: float) -> float:
 def measure_memory(n: int) -> dict[str, float]:
     """Peak traced memory of a parallel ``PflowBatchNode`` over ``n`` trivial items.
 
-    ``results`` is what the run leaves in ``shared`` (the output: results list, result
-    dicts, metadata), measured as traced memory after the run minus before; ``peak`` is
-    tracemalloc's peak during the run; ``working`` = ``peak - results``: the memory of the
-    machinery, which is the part that should not grow with ``n``. ``outcomes`` is the
-    size of ``n`` ``ItemOutcome`` records and their list, built alone, because the run
-    holds them alongside the output at its peak.
+    All numbers are bytes traced by ``tracemalloc`` relative to just before the run (the
+    items and the node exist by then):
+
+    * ``peak_bytes`` (raw): the highest traced memory during the run.
+    * ``results_bytes``: what the returned output holds, measured by removing it: traced
+      memory after the run minus traced memory once ``shared[node_id]`` (results list,
+      result dicts, errors, metadata) is deleted, garbage collected both times.
+    * ``working_bytes`` = ``peak_bytes - results_bytes``: the machinery's own memory at its
+      peak (copies in flight, futures, item dicts), the part that should not grow with
+      ``n``.
+    * ``residual_bytes``: what is still traced after the output is gone (caches, leaks).
     """
     items = make_items(n)
     chain = make_chain(0.0)
     config = {"items": "${items}", "parallel": True, "max_concurrent": C}
     node = parabatch.PflowBatchNode(chain, NODE_ID, config)
     shared = make_shared(items)
-    node.run(make_shared(items[:50]))  # warm: threads, regex caches
+    node.run(make_shared(items[:50]))  # warm: threads, caches
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         node.run(shared)
-        after, peak = tracemalloc.get_traced_memory()
-        results = after - before
+        peak = tracemalloc.get_traced_memory()[1]
+        ok = shared[NODE_ID]["success_count"] == n
         gc.collect()
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        outcomes = [ItemOutcome(i, item, None, None, 1) for i, item in enumerate(items)]
-        outcome_bytes = tracemalloc.get_traced_memory()[0] - base
-        del outcomes
+        with_output = tracemalloc.get_traced_memory()[0]
+        del shared[NODE_ID]
+        gc.collect()
+        without_output = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert shared[NODE_ID]["success_count"] == n
+    assert ok, "every item succeeds"
+    results = with_output - without_output
     return {
         "n": n,
         "peak_bytes": peak - before,
         "results_bytes": results,
         "working_bytes": peak - before - results,
-        "outcome_records_bytes": outcome_bytes,
+        "residual_bytes": without_output - before,
     }

@@ -1,7 +1,8 @@
 """Isolation cost and the per-item parts of parabatch's path, one operation at a time.
 
 Each benchmark is one small operation, so pytest-benchmark calibrates and repeats it; the
-report divides by ``deepcopy`` of the chain measured in the same run.
+report divides by ``deepcopy`` of the chain measured in the same run. Rows marked
+"(prototype)" time code from ``_prototypes.py``, not the library.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable
 
 import pytest
+from _prototypes import check_prototypes_agree, fast_resolve, plan_copier
 from _workloads import NODE_ID, SleepNode, chain_params, make_chain, make_items, make_shared
 
 import parabatch
 from parabatch._clone import clone
 from parabatch._runner import ItemOutcome
+from parabatch._templates import resolve_template
 
 CHAIN = make_chain(0.0)
 INNER = CHAIN.inner_node.inner_node
@@ -48,6 +51,19 @@ def _run_chain() -> Any:
     return _copy_for_run._run(_build_item_shared())
 
 
+_PLANNED = plan_copier(CHAIN)
+_TEMPLATES = CHAIN.inner_node.template_params
+_NS_SHARED = parabatch.NamespacedSharedStore(_build_item_shared(), NODE_ID)
+
+
+def _resolve_all() -> Any:
+    return {k: resolve_template(v, _NS_SHARED) for k, v in _TEMPLATES.items()}
+
+
+def _fast_resolve_all() -> Any:
+    return {k: fast_resolve(v, _NS_SHARED) for k, v in _TEMPLATES.items()}
+
+
 def _outcome() -> ItemOutcome:
     return ItemOutcome(1, "document 1", {"out": 1}, None, 1)
 
@@ -66,6 +82,7 @@ def _wait_first() -> Any:
 OPERATIONS: dict[str, Callable[[], Any]] = {
     "deepcopy_chain": lambda: copy.deepcopy(CHAIN),
     "clone_chain": lambda: clone(CHAIN),
+    "planned_copy_chain (prototype)": lambda: _PLANNED(CHAIN),
     "copy_chain": lambda: copy.copy(CHAIN),
     "fresh_chain": _fresh_chain,
     "pickle_roundtrip_chain": lambda: pickle.loads(pickle.dumps(CHAIN)),
@@ -73,6 +90,8 @@ OPERATIONS: dict[str, Callable[[], Any]] = {
     "clone_inner_node": lambda: clone(INNER),
     "item_shared_dict": _build_item_shared,
     "chain_run": _run_chain,
+    "resolve_4_templates": _resolve_all,
+    "fast_resolve_4_templates (prototype)": _fast_resolve_all,
     "item_outcome": _outcome,
     "wait_first_completed_10": _wait_first,
 }
@@ -84,6 +103,13 @@ def test_chain_is_realistic() -> None:
     assert len(chain_params()) == 10
     assert len(CHAIN.inner_node.template_params) == 4
     assert 600 <= len(pickle.dumps(CHAIN)) <= 2000
+    assert _PLANNED is not clone, "the chain is covered by the planned copy"
+    assert _resolve_all() == _fast_resolve_all()
+
+
+def test_prototypes_agree_with_the_core() -> None:
+    """The prototypes timed here return what the code they would replace returns."""
+    check_prototypes_agree()
 
 
 @pytest.mark.parametrize("operation", list(OPERATIONS))

@@ -2,9 +2,9 @@
 
 Usage::
 
-    PYTHONPATH=src python -m pytest -p no:xdist -p no:parabatch -o python_files='bench_*.py' \\
-        benchmarks --benchmark-json=reports/bench-raw.json
-    python benchmarks/report.py reports/bench-raw.json [--compare old/bench.json]
+    PYTHONPATH=src python -m pytest -p no:xdist -p no:parabatch -p no:cacheprovider \\
+        -o python_files='bench_*.py' benchmarks --benchmark-json=reports/bench-raw.json
+    python benchmarks/report.py reports/bench-raw.json --out reports [--compare old/bench.json]
 
 Every ratio is taken against the floor (a bare ``ThreadPoolExecutor.map``) or PocketFlow's
 ``BatchNode`` measured in the same run, as the median of per-round ratios. The targets are
@@ -24,18 +24,29 @@ from typing import Any, Optional
 
 C = 10
 IDEAL_UNBOUNDED = {"apbn"}  # runs every item at once: ideal wall is L, not ceil(N/C)*L
+#: Fallback labels; a benchmark's own ``extra_info["descriptions"]`` wins.
 LABELS = {
     "pool": "ThreadPoolExecutor.map (floor)",
-    "pflow": "PflowBatchNode (deepcopy, default)",
-    "pflow_clone": "PflowBatchNode (clone prototype)",
+    "pflow": "PflowBatchNode (core: clone isolation)",
+    "pflow_deepcopy": "PflowBatchNode, copy.deepcopy isolation (old baseline)",
     "gather": "asyncio.gather + Semaphore(10)",
     "apbn": "PocketFlow AsyncParallelBatchNode (unbounded)",
     "batchnode": "PocketFlow BatchNode (sequential)",
+    "batchnode_chain": "PocketFlow BatchNode running the same chain (fair peer)",
     "pflow_seq": "PflowBatchNode sequential",
     "window": "run_parallel window, bare fn",
     "pflow_noiso": "PflowBatchNode, no copy (unsafe)",
-    "pflow_lanes": "PflowBatchNode prototype: lanes + clone",
+    "pflow_lanes": "PflowBatchNode with lanes (PROTOTYPE, not in the library)",
     "pflow_seq_bare": "PflowBatchNode sequential, bare node",
+}
+KNOWN_GROUPS = {
+    "parallel",
+    "sequential",
+    "attribution",
+    "isolation",
+    "memory",
+    "proposals",
+    "proposals_sequential",
 }
 SCHEDULER_JSON = Path("reports/bench_scheduler.json")
 
@@ -52,23 +63,41 @@ def _ideal(name: str, n: int, latency_ms: float, parallel: bool) -> float:
     return math.ceil(n / C) * latency_ms / 1000
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
 def _rows(bench: dict[str, Any], parallel: bool, floor: str) -> dict[str, Any]:
     info = bench["extra_info"]
     n, latency = info["n_items"], info["latency_ms"]
     times: dict[str, list[float]] = info["times_s"]
+    labels = {**LABELS, **info.get("descriptions", {})}
     out = {}
     for name, ts in times.items():
         med = statistics.median(ts)
         ideal = _ideal(name, n, latency, parallel)
+        ratios = [a / b for a, b in zip(ts, times[floor])]
         out[name] = {
+            "label": labels.get(name, name),
+            "ratio_iqr": _quartiles(ratios),
+            "per_round_spread": (max(ts) - min(ts)) / med if med else None,
             "n_items": n,
             "rounds": len(ts),
             "median_s": med,
             "per_item_us": med / n * 1e6,
             "overhead_per_item_us": (med - ideal) / n * 1e6,
-            "ratio_to_floor": _median_ratio(ts, times[floor]),
+            "ratio_to_floor": statistics.median(ratios),
             "efficiency": ideal / med if latency else None,
         }
+    if "pflow" in times:
+        for name, ts in times.items():
+            out[name]["ratio_to_core"] = _median_ratio(ts, times["pflow"])
+    if "pflow_seq" in times:
+        for name, ts in times.items():
+            out[name]["ratio_to_core"] = _median_ratio(ts, times["pflow_seq"])
     return {"latency_ms": latency, "impls": out}
 
 
@@ -84,6 +113,9 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         "isolation": {},
         "memory": [],
         "scheduler": None,
+        "proposals": [],
+        "proposals_sequential": None,
+        "other": [],
     }
     for b in raw["benchmarks"]:
         group = b.get("group")
@@ -103,11 +135,17 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             }
         elif group == "memory":
             result["memory"] = b["extra_info"]["memory"]
+        elif group == "proposals":
+            result["proposals"].append(_rows(b, True, "pool"))
+        elif group == "proposals_sequential":
+            result["proposals_sequential"] = _rows(b, False, "batchnode")
         elif "schedules_per_second" in b.get("extra_info", {}):
             sched = result["scheduler"] or []
             per_s = b["extra_info"]["schedules_per_second"]
             sched.append({"name": b["fullname"], "schedules_per_second": per_s})
             result["scheduler"] = sched
+        else:
+            result["other"].append(_other(b))
     result["parallel"].sort(key=lambda r: r["latency_ms"])
     result["sequential"].sort(key=lambda r: r["latency_ms"])
     if result["scheduler"] is None and SCHEDULER_JSON.exists():
@@ -118,6 +156,25 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             row["ratio_to_deepcopy"] = row["min_us"] / iso["deepcopy_chain"]["min_us"]
     result["targets"] = _targets(result)
     return result
+
+
+def _other(b: dict[str, Any]) -> dict[str, Any]:
+    """A benchmark this report has no section for (``bench_workflow.py``, say): its stats."""
+    stats = b.get("stats") or {}
+    scalars = {
+        k: v
+        for k, v in (b.get("extra_info") or {}).items()
+        if isinstance(v, (int, float, str, bool))
+    }
+    return {
+        "group": b.get("group") or "",
+        "name": b.get("name") or b.get("fullname") or "?",
+        "min_s": stats.get("min"),
+        "median_s": stats.get("median"),
+        "mean_s": stats.get("mean"),
+        "rounds": stats.get("rounds"),
+        "extra_info": scalars,
+    }
 
 
 def _scheduler_from_file(path: Path) -> Optional[list[dict[str, Any]]]:
@@ -146,53 +203,90 @@ def _at(rows: list[dict[str, Any]], latency: float) -> Optional[dict[str, Any]]:
     return next((r["impls"] for r in rows if r["latency_ms"] == latency), None)
 
 
+#: The claims: (what, limit).
+PARALLEL_TARGETS = ((10.0, 1.01), (1.0, 1.05))
+FLOOR_0MS_LIMIT = 2.0
+MEMORY_LIMIT = 1.5
+SEQUENTIAL_LIMIT = 1.2
+
+
 def _targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
-    def add(name: str, value: Optional[float], limit: float, note: str = "") -> None:
+    def add(
+        name: str,
+        value: Optional[float],
+        limit: float,
+        note: str = "",
+        iqr: Optional[tuple[float, float]] = None,
+        kind: str = "target",
+    ) -> None:
         if value is None:
             return
         verdict = "PASS" if value <= limit else "FAIL"
         out.append(
-            {"target": name, "ratio": value, "limit": limit, "verdict": verdict, "note": note}
+            {
+                "target": name,
+                "ratio": value,
+                "limit": limit,
+                "verdict": verdict,
+                "note": note,
+                "iqr": iqr,
+                "kind": kind,
+            }
         )
 
-    for impl, tag in (
-        ("pflow", ""),
-        ("pflow_clone", " [clone prototype]"),
-        ("pflow_lanes", " [lanes + clone prototype]"),
+    for impl, tag, kind in (
+        ("pflow", "", "target"),
+        ("pflow_deepcopy", " [old baseline: deepcopy]", "reference"),
+        ("pflow_lanes", " [lanes PROTOTYPE, not in the library]", "reference"),
     ):
-        for lat, lim in ((10.0, 1.01), (1.0, 1.05)):
+        for lat, lim in PARALLEL_TARGETS:
             row = _at(res["parallel"], lat)
             if row and impl in row:
-                add(f"PflowBatchNode / pool at {lat:g} ms{tag}", row[impl]["ratio_to_floor"], lim)
+                v = row[impl]
+                name = f"PflowBatchNode ÷ pool.map at {lat:g} ms{tag}"
+                add(name, v["ratio_to_floor"], lim, iqr=v["ratio_iqr"], kind=kind)
         row = _at(res["parallel"], 0.0)
         if row and impl in row:
-            add(f"per-item overhead / floor at 0 ms{tag}", row[impl]["ratio_to_floor"], 2.0)
+            v = row[impl]
+            name = f"per-item overhead ÷ floor at 0 ms{tag}"
+            add(name, v["ratio_to_floor"], FLOOR_0MS_LIMIT, iqr=v["ratio_iqr"], kind=kind)
     mem = res["memory"]
     if len(mem) >= 2:
         lo, hi = mem[0], mem[-1]
         note = "" if hi["n"] == 10**5 else f"short mode: n = {hi['n']:,} instead of 100,000"
         add(
-            f"memory({hi['n']:.0e}) / memory({lo['n']:.0e}), results excluded",
+            f"memory({hi['n']:.0e}) ÷ memory({lo['n']:.0e}), results excluded",
             hi["working_bytes"] / lo["working_bytes"],
-            1.5,
+            MEMORY_LIMIT,
             note,
         )
         add(
-            "same, ItemOutcome records also excluded",
-            max(hi["working_bytes"] - hi["outcome_records_bytes"], 1)
-            / max(lo["working_bytes"] - lo["outcome_records_bytes"], 1),
-            1.5,
-            "informational: the records are the results in transit",
+            f"memory({hi['n']:.0e}) ÷ memory({lo['n']:.0e}), raw peak",
+            hi["peak_bytes"] / lo["peak_bytes"],
+            MEMORY_LIMIT,
+            "the results themselves grow with n, by design",
+            kind="reference",
         )
     for r in res["sequential"]:
         impls = r["impls"]
         if "pflow_seq" in impls:
+            v = impls["pflow_seq"]
             add(
-                f"sequential / BatchNode at {r['latency_ms']:g} ms",
-                impls["pflow_seq"]["ratio_to_floor"],
-                1.2,
+                f"sequential ÷ BatchNode at {r['latency_ms']:g} ms",
+                v["ratio_to_floor"],
+                SEQUENTIAL_LIMIT,
+                iqr=v["ratio_iqr"],
+            )
+        if r["latency_ms"] == 0 and "pflow_seq" in impls and "batchnode_chain" in impls:
+            # ratio of medians of per-round ratios: both are against the same BatchNode
+            add(
+                "sequential ÷ BatchNode running the same chain, 0 ms",
+                impls["pflow_seq"]["ratio_to_floor"] / impls["batchnode_chain"]["ratio_to_floor"],
+                SEQUENTIAL_LIMIT,
+                "the fair peer: same per-item work, no parabatch",
+                kind="reference",
             )
     return out
 
@@ -204,6 +298,39 @@ def _fmt(x: Optional[float], spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _iqr(t: Optional[tuple[float, float]]) -> str:
+    return "-" if not t else f"{t[0]:.3f} to {t[1]:.3f}"
+
+
+def _same_target(name: str) -> str:
+    """A target's name as this version of the report spells it (older runs used "/")."""
+    return (
+        name.replace(" / ", " ÷ ")
+        .replace("÷ pool at", "÷ pool.map at")
+        .replace("[lanes + clone prototype]", "[lanes PROTOTYPE, not in the library]")
+    )
+
+
+def _targets_table(res: dict[str, Any], old: Optional[dict[str, Any]], kind: str) -> list[str]:
+    head = "| target | measured | per-round IQR | limit | verdict |"
+    lines = [head + (" previous |" if old else ""), "|---|---:|---|---:|---|"]
+    lines[-1] += "---:|" if old else ""
+    old_t = {_same_target(t["target"]): t for t in (old or {}).get("targets", [])}
+    for t in res["targets"]:
+        if t.get("kind", "target") != kind:
+            continue
+        note = f" ({t['note']})" if t["note"] else ""
+        prev = ""
+        if old:
+            o = old_t.get(t["target"])
+            prev = f" {_fmt(o['ratio'])} |" if o else " - |"
+        lines.append(
+            f"| {t['target']}{note} | {t['ratio']:.3f} | {_iqr(t.get('iqr'))} | "
+            f"{t['limit']:g} | **{t['verdict']}** |" + prev
+        )
+    return lines
+
+
 def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
     """The Markdown report."""
     lines = [
@@ -211,36 +338,28 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
         "",
         f"{res['python'] or ''} · {res['machine'] or ''} · {res['datetime'] or ''} · "
         f"mode `{res.get('mode', '?')}`. Ratios are medians of per-round ratios against the "
-        "floor measured in the same rounds; implementations are interleaved across rounds.",
+        "floor measured in the same rounds; implementations are interleaved across rounds "
+        "(order rotated every round). The IQR column is the spread of the per-round ratios: "
+        "how noisy the machine was.",
         "",
-        "## Targets",
+        "## Targets (the library as it is)",
         "",
-        "| target | measured | limit | verdict |" + (" previous |" if old else ""),
-        "|---|---:|---:|---|" + ("---:|" if old else ""),
     ]
-    old_t = {t["target"]: t for t in (old or {}).get("targets", [])}
-    for t in res["targets"]:
-        note = f" ({t['note']})" if t["note"] else ""
-        prev = ""
-        if old:
-            o = old_t.get(t["target"])
-            prev = f" {_fmt(o['ratio'])} |" if o else " - |"
-        lines.append(
-            f"| {t['target']}{note} | {t['ratio']:.3f} | {t['limit']:g} | **{t['verdict']}** |"
-            + prev
-        )
+    lines += _targets_table(res, old, "target")
+    lines += ["", "References (not targets: baselines, prototypes, other views)", ""]
+    lines += _targets_table(res, old, "reference")
     lines += ["", "## Parallel: N = 1,000, C = 10", ""]
     lines += [
         "| latency | implementation | median wall (s) | overhead/item (µs) | ÷ floor | "
-        "efficiency |",
-        "|---:|---|---:|---:|---:|---:|",
+        "per-round IQR | efficiency |",
+        "|---:|---|---:|---:|---:|---|---:|",
     ]
     for r in res["parallel"]:
-        for name, v in r["impls"].items():
+        for v in r["impls"].values():
             lines.append(
-                f"| {r['latency_ms']:g} ms | {LABELS.get(name, name)} | {v['median_s']:.4f} | "
+                f"| {r['latency_ms']:g} ms | {v['label']} | {v['median_s']:.4f} | "
                 f"{v['overhead_per_item_us']:.1f} | {v['ratio_to_floor']:.3f} | "
-                f"{_fmt(v['efficiency'])} |"
+                f"{_iqr(v['ratio_iqr'])} | {_fmt(v['efficiency'])} |"
             )
     lines += [
         "",
@@ -254,9 +373,9 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
         "|---:|---:|---|---:|---:|---:|",
     ]
     for r in res["sequential"]:
-        for name, v in r["impls"].items():
+        for v in r["impls"].values():
             lines.append(
-                f"| {r['latency_ms']:g} ms | {v['n_items']} | {LABELS.get(name, name)} | "
+                f"| {r['latency_ms']:g} ms | {v['n_items']} | {v['label']} | "
                 f"{v['median_s']:.4f} | {v['per_item_us']:.1f} | {v['ratio_to_floor']:.3f} |"
             )
     if res["attribution"]:
@@ -268,14 +387,34 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
             "|---|---:|---:|---:|",
         ]
         prev = None
-        for name, v in res["attribution"]["impls"].items():
-            layered = name != "pflow_lanes"  # the prototype replaces layers, adds none
-            added = "" if prev is None or not layered else f"{v['per_item_us'] - prev:+.1f}"
+        for v in res["attribution"]["impls"].values():
+            added = "" if prev is None else f"{v['per_item_us'] - prev:+.1f}"
             lines.append(
-                f"| {LABELS.get(name, name)} | {v['per_item_us']:.1f} | {added} | "
-                f"{v['ratio_to_floor']:.2f} |"
+                f"| {v['label']} | {v['per_item_us']:.1f} | {added} | {v['ratio_to_floor']:.2f} |"
             )
-            prev = v["per_item_us"] if layered else prev
+            prev = v["per_item_us"]
+    if res["proposals"] or res["proposals_sequential"]:
+        lines += [
+            "",
+            "## Proposed core changes, prototyped in `benchmarks/_prototypes.py`",
+            "",
+            'Same rounds, same interleaving; "÷ core" is the median per-round ratio to '
+            "the current `PflowBatchNode` (below 1 = faster).",
+            "",
+            "| latency | implementation | per item (µs) | ÷ floor | per-round IQR | ÷ core |",
+            "|---:|---|---:|---:|---|---:|",
+        ]
+        rows = list(res["proposals"])
+        if res["proposals_sequential"]:
+            rows.append({**res["proposals_sequential"], "seq": True})
+        for r in rows:
+            tag = " (sequential, ÷ BatchNode)" if r.get("seq") else ""
+            for v in r["impls"].values():
+                lines.append(
+                    f"| {r['latency_ms']:g} ms{tag} | {v['label']} | {v['per_item_us']:.1f} | "
+                    f"{v['ratio_to_floor']:.3f} | {_iqr(v['ratio_iqr'])} | "
+                    f"{_fmt(v.get('ratio_to_core'))} |"
+                )
     if res["isolation"]:
         lines += [
             "",
@@ -292,19 +431,67 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
     if res["memory"]:
         lines += [
             "",
-            "## Memory (tracemalloc, parallel, trivial work)",
+            "## Memory (tracemalloc, parallel PflowBatchNode, trivial items)",
             "",
-            "| items | peak (KiB) | results kept (KiB) | peak - results (KiB) | "
-            "ItemOutcome records (KiB) | rest (KiB) |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "Relative to just before the run. Results = what `shared[node_id]` holds, measured "
+            "by deleting it after the run (gc'd); peak - results = the machinery at its peak.",
+            "",
+            "| items | raw peak (KiB) | results held (KiB) | peak - results (KiB) | "
+            "left after results freed (KiB) |",
+            "|---:|---:|---:|---:|---:|",
         ]
         for m in res["memory"]:
-            rest = m["working_bytes"] - m["outcome_records_bytes"]
             lines.append(
-                f"| {m['n']:,} | {m['peak_bytes'] / 1024:,.0f} | {m['results_bytes'] / 1024:,.0f} "
-                f"| {m['working_bytes'] / 1024:,.0f} | "
-                f"{m['outcome_records_bytes'] / 1024:,.0f} | {rest / 1024:,.0f} |"
+                f"| {m['n']:,} | {m['peak_bytes'] / 1024:,.0f} | "
+                f"{m['results_bytes'] / 1024:,.0f} | {m['working_bytes'] / 1024:,.0f} | "
+                f"{m.get('residual_bytes', 0) / 1024:,.1f} |"
             )
+    if res["other"]:
+        lines += [
+            "",
+            "## Other benchmarks in the run (no targets here)",
+            "",
+            "| group | benchmark | min (s) | median (s) | rounds | extra |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for o in res["other"]:
+            extra = ", ".join(f"{k}={v}" for k, v in o["extra_info"].items())
+            lines.append(
+                f"| {o['group']} | {o['name']} | {_fmt(o['min_s'], '.4f')} | "
+                f"{_fmt(o['median_s'], '.4f')} | {o['rounds'] or '-'} | {extra} |"
+            )
+    prof = res.get("profile")
+    if prof:
+        lines += [
+            "",
+            "## Per-item CPU profile at 0 ms (`benchmarks/profile_item.py`)",
+            "",
+            "cProfile on every thread with a per-thread CPU clock; profiled times are "
+            "inflated by the profiler, so each row also gives its share scaled to the "
+            "unprofiled CPU per item.",
+        ]
+        for mode, r in prof.items():
+            scale = r["cpu_us_per_item"] / r["profiled_cpu_us_per_item"]
+            lines += [
+                "",
+                f"**{mode}**, {r['items']:,} items: unprofiled {r['wall_us_per_item']:.1f} µs "
+                f"wall and {r['cpu_us_per_item']:.1f} µs CPU per item.",
+                "",
+                "| part (inclusive) | share of CPU | ≈ µs/item |",
+                "|---|---:|---:|",
+            ]
+            for label, us in r["parts"].items():
+                lines.append(
+                    f"| {label} | {us / r['profiled_cpu_us_per_item']:.0%} | {us * scale:.1f} |"
+                )
+            lines += ["", "| function (own time) | calls/item | share | ≈ µs/item |"]
+            lines.append("|---|---:|---:|---:|")
+            for row in r["top"]:
+                lines.append(
+                    f"| `{row['function']}` | {row['calls_per_item']:.1f} | "
+                    f"{row['own_us_per_item'] / r['profiled_cpu_us_per_item']:.0%} | "
+                    f"{row['own_us_per_item'] * scale:.1f} |"
+                )
     lines += ["", "## Harness: controlled scheduler", ""]
     if res["scheduler"]:
         lines += ["| benchmark | schedules per second |", "|---|---:|"]
@@ -330,8 +517,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
     for rows, parallel in ((res["parallel"], True), (res["sequential"], False)):
         for r in rows:
             x = r["latency_ms"] or zero_at
-            for name, v in r["impls"].items():
-                xs, ys, _ = series.setdefault(name, ([], [], parallel))
+            for v in r["impls"].values():
+                xs, ys, _ = series.setdefault(v["label"], ([], [], parallel))
                 xs.append(x)
                 ys.append(max(v["overhead_per_item_us"], 0.1))
     for name, (xs, ys, parallel) in series.items():
@@ -340,8 +527,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
             ys,
             marker="o" if parallel else "s",
             linestyle="-" if parallel else "--",
-            label=LABELS.get(name, name),
-            linewidth=2.2 if name.startswith("pflow") else 1.4,
+            label=name,
+            linewidth=2.2 if name.startswith("PflowBatchNode") else 1.4,
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -364,10 +551,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
     ap.add_argument("--compare", type=Path, help="an earlier bench.json: adds a column")
     ap.add_argument("--mode", default=None, help="label for the mode (default: from env)")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=Path("reports/profile.json"),
+        help="profile_item.py --json output to include, if it exists",
+    )
     args = ap.parse_args(argv)
     raw = json.loads(args.raw.read_text())
     res = analyse(raw)
     res["mode"] = args.mode or os.environ.get("PARABATCH_BENCH", "full")
+    if args.profile and args.profile.exists():
+        res["profile"] = json.loads(args.profile.read_text())
     old = json.loads(args.compare.read_text()) if args.compare else None
     args.out.mkdir(parents=True, exist_ok=True)
     md = render(res, old)

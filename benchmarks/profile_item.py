@@ -1,0 +1,191 @@
+"""Where a ``PflowBatchNode`` item's CPU goes at 0 ms latency: cProfile, µs per item.
+
+Parallel mode profiles every thread: the coordinator with one profiler, each worker with
+its own, enabled by the executor's thread initializer (parabatch's ``executor`` hook), all
+merged. The profilers' clock is each thread's CPU time (``time.thread_time``), not wall
+time: a thread waiting for the GIL, or descheduled by other load on the machine, is not
+charged to the function it happens to be in. The times are inflated by the profiler's own
+per-call cost (the script prints profiled and unprofiled CPU per item); read them as
+shares, and the ``bench_overhead`` attribution rows as the unprofiled truth.
+
+    PYTHONPATH=src python benchmarks/profile_item.py [--items 2000] [--top 15] [--json out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import sys
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _workloads import NODE_ID, C, make_chain, make_items, make_shared
+
+import parabatch
+
+IDLE = ("acquire' of '_thread.lock", "get' of '_queue.SimpleQueue", "{built-in method time.sleep}")
+
+
+def _node(parallel: bool, profilers: Optional[list[cProfile.Profile]]) -> Any:
+    def executor(workers: int) -> Executor:
+        def start() -> None:
+            assert profilers is not None
+            prof = cProfile.Profile(time.thread_time)
+            profilers.append(prof)
+            prof.enable()
+
+        return ThreadPoolExecutor(workers, initializer=start if profilers is not None else None)
+
+    config = {"items": "${items}", "parallel": parallel, "max_concurrent": C}
+    return parabatch.PflowBatchNode(make_chain(0.0), NODE_ID, config, executor=executor)
+
+
+def _unprofiled(parallel: bool, items: list[Any], repeats: int = 7) -> tuple[float, float]:
+    """Median wall and median process CPU time (all threads) of a run, unprofiled."""
+    node = _node(parallel, None)
+    walls, cpus = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        node.run(make_shared(items))
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def profile(parallel: bool, n: int) -> tuple[pstats.Stats, float, float, float]:
+    """Merged stats over ``n`` items; profiled CPU, unprofiled wall, unprofiled CPU."""
+    items = make_items(n)
+    _node(parallel, None).run(make_shared(items[:50]))  # warm caches
+    wall, cpu = _unprofiled(parallel, items)
+    workers: list[cProfile.Profile] = []
+    node = _node(parallel, workers)
+    main = cProfile.Profile(time.thread_time)
+    c0 = time.process_time()
+    main.enable()
+    node.run(make_shared(items))
+    main.disable()
+    profiled = time.process_time() - c0
+    stats = pstats.Stats(main)
+    for prof in workers:  # their threads have exited; create_stats flushes what they saw
+        prof.create_stats()
+        stats.add(prof)
+    return stats, profiled, wall, cpu
+
+
+def _name(func: tuple[str, int, str]) -> str:
+    filename, line, name = func
+    if filename == "~":
+        return name
+    parts = Path(filename).parts
+    short = "/".join(parts[-2:]) if "parabatch" in parts else parts[-1]
+    return f"{short}:{line}({name})"
+
+
+def top(stats: pstats.Stats, n_items: int, k: int) -> list[dict[str, Any]]:
+    """The ``k`` costliest functions by own time, idle waits left out, µs per item."""
+    rows = []
+    for func, (_cc, ncalls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        name = _name(func)
+        if any(idle in name for idle in IDLE):
+            continue
+        rows.append(
+            {
+                "function": name,
+                "calls_per_item": ncalls / n_items,
+                "own_us_per_item": tottime / n_items * 1e6,
+                "cum_us_per_item": cumtime / n_items * 1e6,
+            }
+        )
+    rows.sort(key=lambda r: -r["own_us_per_item"])
+    return rows[:k]
+
+
+def groups(stats: pstats.Stats, n_items: int) -> dict[str, float]:
+    """Inclusive µs per item of the parts that matter (cumulative times, so they nest)."""
+    wanted = {
+        "isolation: _clone.clone": ("_clone.py", "clone"),
+        "templates: TemplateAwareNodeWrapper._run dictcomp": ("_wrappers.py", "<dictcomp>"),
+        "templates: resolve_template": ("_templates.py", "resolve_template"),
+        "NamespacedSharedStore.__init__": ("_wrappers.py", "__init__"),
+        "item dict: PflowBatchNode._item_shared": ("_batch.py", "_item_shared"),
+        "usage: PflowBatchNode._record_usage": ("_batch.py", "_record_usage"),
+        "the item: PflowBatchNode._exec_single": ("_batch.py", "_exec_single"),
+        "executor: ThreadPoolExecutor.submit": ("thread.py", "submit"),
+        "executor: Future.set_result": ("_base.py", "set_result"),
+        "window: concurrent.futures.wait": ("_base.py", "wait"),
+        "collect: Collected.add": ("_runner.py", "add"),
+    }
+    out: dict[str, float] = {}
+    for label, (file, name) in wanted.items():
+        total = 0.0
+        seen = False
+        for (filename, _line, fname), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+            if filename.endswith(file) and fname == name:
+                total += ct
+                seen = True
+        if seen:
+            out[label] = total / n_items * 1e6
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=2000)
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--json", type=Path, help="write the tables here as JSON")
+    args = ap.parse_args(argv)
+    result: dict[str, Any] = {}
+    for parallel in (False, True):
+        mode = "parallel" if parallel else "sequential"
+        stats, profiled, wall, cpu = profile(parallel, args.items)
+        result[mode] = {
+            "items": args.items,
+            "wall_us_per_item": wall / args.items * 1e6,
+            "cpu_us_per_item": cpu / args.items * 1e6,
+            "profiled_cpu_us_per_item": profiled / args.items * 1e6,
+            "top": top(stats, args.items, args.top),
+            "parts": groups(stats, args.items),
+        }
+        r = result[mode]
+        print(
+            f"\n## {mode}, 0 ms, {args.items} items: unprofiled {r['wall_us_per_item']:.1f} µs "
+            f"wall, {r['cpu_us_per_item']:.1f} µs CPU per item; profiled "
+            f"{r['profiled_cpu_us_per_item']:.1f} µs CPU per item\n"
+        )
+        # Profiled µs scaled to the unprofiled CPU: a share of the real cost, not a timing.
+        scale = r["cpu_us_per_item"] / r["profiled_cpu_us_per_item"]
+        r["scale"] = scale
+        print(
+            "| function (own time) | calls/item | own µs/item (profiled) | cum µs/item "
+            "(profiled) | own share | ≈ unprofiled µs/item |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
+        for row in r["top"]:
+            print(
+                f"| {row['function']} | {row['calls_per_item']:.1f} | "
+                f"{row['own_us_per_item']:.1f} | {row['cum_us_per_item']:.1f} | "
+                f"{row['own_us_per_item'] / r['profiled_cpu_us_per_item']:.0%} | "
+                f"{row['own_us_per_item'] * scale:.1f} |"
+            )
+        print("\n| part (inclusive) | µs/item (profiled) | share | ≈ unprofiled µs/item |")
+        print("|---|---:|---:|---:|")
+        for label, us in r["parts"].items():
+            print(
+                f"| {label} | {us:.1f} | {us / r['profiled_cpu_us_per_item']:.0%} | "
+                f"{us * scale:.1f} |"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
