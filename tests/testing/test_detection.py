@@ -6,6 +6,7 @@ measured rate when it is not. Every seed is explicit; Hypothesis runs derandomiz
 
 from __future__ import annotations
 
+import platform
 import random
 
 import pytest
@@ -163,8 +164,13 @@ def test_free_running_threads_rarely_show_it_the_scheduler_always_does() -> None
     # Measured: 0 in 2,000 free-running iterations on CPython 3.9, 3.11 and 3.13 (the
     # threads start together at a gate; a switch could only land in the window at the
     # checkpoint() call); about half of the controlled schedules fail.
-    assert stress.failure_rate < 0.05, f"free-running rate {stress.failure_rate:.3f}"
-    assert controlled.failure_rate > 10 * max(stress.failure_rate, 0.01)
+    if platform.python_implementation() == "CPython":
+        assert stress.failure_rate < 0.05, f"free-running rate {stress.failure_rate:.3f}"
+        assert controlled.failure_rate > 10 * max(stress.failure_rate, 0.01)
+    else:
+        # PyPy's GIL switches inside the window now and then (measured 9% here, and in
+        # stress/gil_free.py); the controlled schedules still find it far more often.
+        assert controlled.failure_rate > 2 * stress.failure_rate
 
 
 def test_free_running_threads_show_it_when_the_window_yields() -> None:

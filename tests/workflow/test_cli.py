@@ -121,7 +121,7 @@ def test_batch_errors_are_printed_without_exception_objects(tmp_path: Path) -> N
     ("content", "needle"),
     [
         ({"nodes": [{"id": "a", "type": "nope"}]}, "nodes[0] ('a').type='nope': unknown node type"),
-        ('{"nodes": [', "line 1 column 12: Expecting value"),
+        ('{"nodes": [', "line 1 column 12: "),  # the JSON decoder's words differ on PyPy
     ],
 )
 def test_an_invalid_workflow_exits_2(tmp_path: Path, content: Any, needle: str) -> None:
