@@ -1,7 +1,7 @@
 """Merge the stress reports of several interpreters into one table with an interpreter column.
 
-    python stress/merge.py reports/stress.json reports/stress-py313t.json reports/stress-pypy3.json \
-        --md reports/stress-interpreters.md
+    python stress/merge.py reports/stress.json reports/stress-py313t.json \
+        reports/stress-pypy3.json --md reports/stress-interpreters.md
 
 Each input is the JSON a stress run writes (``PARABATCH_STRESS_REPORT`` names it). The
 table gives, per interpreter, the core's runs and FORBIDDEN outcomes for every strategy that
