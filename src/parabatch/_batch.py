@@ -35,7 +35,8 @@ class PflowBatchNode(Node):  # type: ignore[misc]
     its counter on the instance (``self.cur_retry``), which threads sharing one node
     overwrite, so a failure can be swallowed as ``None``. Here each item retries with a
     local counter in :meth:`_exec_single`, the one code path of both modes. In parallel
-    mode each item also runs on its own ``copy.deepcopy`` of the whole wrapper chain, made
+    mode each item also runs on its own deep copy of the whole wrapper chain (``clone``:
+    ``copy.deepcopy``'s result, built about three times faster), made
     inside the worker, because ``TemplateAwareNodeWrapper`` swaps ``inner_node.params``
     around each call.
 
