@@ -7,20 +7,17 @@ import time
 from collections.abc import MutableMapping
 from typing import Any, Literal, Optional
 
-from pocketflow import Node
-
-from ._calllog import CALLS_KEY, ensure_call_log
+from ._calllog import CALLS_KEY
 from ._config import validate_batch_config
-from ._errors import BatchConfigError, BatchInUseError, BatchItemsError, TemplateError
+from ._errors import BatchConfigError, BatchItemsError, TemplateError
 from ._isolation import check_copyable, isolate
 from ._runner import (
     Collected,
+    Coordinator,
     ExecutorFactory,
     ItemOutcome,
     ProgressCallback,
-    StopFlag,
     default_executor,
-    run_parallel,
     run_sequential,
 )
 from ._templates import resolve_template
@@ -28,7 +25,7 @@ from ._templates import resolve_template
 __all__ = ["PflowBatchNode"]
 
 
-class PflowBatchNode(Node):  # type: ignore[misc]
+class PflowBatchNode(Coordinator):
     """Run ``inner_node`` once per item, sequentially or in parallel, without races.
 
     The node inherits ``pocketflow.Node``, not ``BatchNode``: PocketFlow's retry loop keeps
@@ -77,6 +74,8 @@ class PflowBatchNode(Node):  # type: ignore[misc]
         ['A', 'B', 'C']
     """
 
+    kind = "batch"
+
     def __init__(
         self,
         inner_node: Any,
@@ -112,26 +111,13 @@ class PflowBatchNode(Node):  # type: ignore[misc]
         self.executor: ExecutorFactory = executor or default_executor
         self.call_log = call_log
         self.progress = progress
-        self._shared: Optional[MutableMapping[str, Any]] = None
-        self._stop = StopFlag()
+        self._setup()
 
     # -- PocketFlow hooks ---------------------------------------------------------------
 
-    def _run(self, shared: MutableMapping[str, Any]) -> Any:
-        if self._shared is not None:
-            raise BatchInUseError(
-                f"batch {self.node_id!r} is already running; run a copy of the node instead"
-            )
-        try:
-            return super()._run(shared)
-        finally:
-            self._shared = None
-
     def prep(self, shared: MutableMapping[str, Any]) -> list[Any]:
         """Resolve the items and make sure the call log exists before any item runs."""
-        self._shared = shared
-        self._stop = StopFlag()
-        ensure_call_log(shared, self.call_log, f"batch {self.node_id!r}")
+        self._begin(shared)
         return self._resolve_items(shared)
 
     def _exec(self, items: list[Any]) -> dict[str, Any]:
@@ -170,17 +156,13 @@ class PflowBatchNode(Node):  # type: ignore[misc]
     def _exec_parallel(self, items: list[Any]) -> Collected:
         """Run the items through the executor, at most ``max_concurrent`` at a time."""
         check_copyable(self.inner_node)  # refuse before any item runs, naming the culprit
-        collected = self._collector(len(items))
-        run_parallel(
+        return self._window(
             self._exec_single,
             items,
-            executor=self.executor,
+            self._collector(len(items)),
             max_concurrent=self.max_concurrent,
             stop_on_failure=self.error_handling == "fail_fast",
-            stop=self._stop,
-            collect=collected.add,
         )
-        return collected
 
     def _collector(self, total: int) -> Collected:
         """Where outcomes go as they finish (results by index, failures kept)."""

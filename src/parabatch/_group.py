@@ -6,19 +6,15 @@ import time
 from collections.abc import MutableMapping, Sequence
 from typing import Any, Literal, Optional
 
-from pocketflow import Node
-
-from ._calllog import ensure_call_log
-from ._errors import BatchConfigError, BatchInUseError
+from ._errors import BatchConfigError
 from ._isolation import check_copyable, isolate
 from ._runner import (
     Collected,
+    Coordinator,
     ExecutorFactory,
     ItemOutcome,
     ProgressCallback,
-    StopFlag,
     default_executor,
-    run_parallel,
 )
 
 __all__ = ["ParallelGroupNode"]
@@ -31,7 +27,7 @@ def _child_id(child: Any, index: int) -> str:
     return node_id if isinstance(node_id, str) and node_id else f"#{index}"
 
 
-class ParallelGroupNode(Node):  # type: ignore[misc]
+class ParallelGroupNode(Coordinator):
     """Run several independent nodes at once on one shared store, each on its own deep copy.
 
     Each child runs on a deep copy of itself, on a shallow copy of the shared store (like a
@@ -74,6 +70,8 @@ class ParallelGroupNode(Node):  # type: ignore[misc]
         >>> shared["a"], shared["b"], shared["g"]["results"]
         ({'v': 1}, {'v': 2}, [None, None])
     """
+
+    kind = "group"
 
     def __init__(
         self,
@@ -118,36 +116,22 @@ class ParallelGroupNode(Node):  # type: ignore[misc]
         self.executor: ExecutorFactory = executor or default_executor
         self.call_log = call_log
         self.progress = progress
-        self._shared: Optional[MutableMapping[str, Any]] = None
-        self._stop = StopFlag()
-
-    def _run(self, shared: MutableMapping[str, Any]) -> Any:
-        if self._shared is not None:
-            raise BatchInUseError(f"group {self.node_id!r} is already running; run a copy")
-        try:
-            return super()._run(shared)
-        finally:
-            self._shared = None
+        self._setup()
 
     def prep(self, shared: MutableMapping[str, Any]) -> list[Any]:
-        self._shared = shared
-        self._stop = StopFlag()
-        ensure_call_log(shared, self.call_log, f"group {self.node_id!r}")
+        self._begin(shared)
         return self.children
 
     def _exec(self, children: list[Any]) -> dict[str, Any]:
         started, t0 = time.time(), time.perf_counter()
         for index, child in enumerate(children):
             check_copyable(child, f"children[{index}]")
-        collected = Collected(len(children), self.progress)
-        run_parallel(
+        collected = self._window(
             self._exec_single,
             children,
-            executor=self.executor,
+            Collected(len(children), self.progress),
             max_concurrent=self.max_concurrent,
             stop_on_failure=self.on_error == "fail_fast",
-            stop=self._stop,
-            collect=collected.add,
         )
         assert self._shared is not None
         for done in collected.results:  # child order, whatever the completion order was

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+from collections.abc import MutableMapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional, Sequence
 
+from pocketflow import Node
+
+from ._calllog import ensure_call_log
+from ._errors import BatchInUseError
+
 __all__ = [
     "Collected",
+    "Coordinator",
     "ExecutorFactory",
     "ItemOutcome",
     "ProgressCallback",
@@ -83,6 +90,62 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.is_set = False
+
+
+class Coordinator(Node):  # type: ignore[misc]
+    """What a batch and a group share: one run at a time, a call log, a stop flag, a window.
+
+    The running store is kept on the instance (``self._shared``), as the seed design has
+    it, so the workers' ``_exec_single`` can build their items' stores; a second run of
+    the same instance while one is going is refused rather than left to race.
+    """
+
+    kind = "node"
+    node_id: str
+    call_log: str
+    executor: ExecutorFactory
+    max_concurrent: int
+
+    def _setup(self) -> None:
+        self._shared: Optional[MutableMapping[str, Any]] = None
+        self._stop = StopFlag()
+
+    def _run(self, shared: MutableMapping[str, Any]) -> Any:
+        if self._shared is not None:
+            raise BatchInUseError(
+                f"{self.kind} {self.node_id!r} is already running; run a copy of the node"
+            )
+        try:
+            return super()._run(shared)
+        finally:
+            self._shared = None
+
+    def _begin(self, shared: MutableMapping[str, Any]) -> None:
+        """Start a run: keep the store, reset the stop flag, make sure the call log exists."""
+        self._shared = shared
+        self._stop = StopFlag()
+        ensure_call_log(shared, self.call_log, f"{self.kind} {self.node_id!r}")
+
+    def _window(
+        self,
+        fn: Callable[[int, Any], ItemOutcome],
+        items: Sequence[Any],
+        collected: Collected,
+        *,
+        max_concurrent: int,
+        stop_on_failure: bool,
+    ) -> Collected:
+        """Run ``fn`` over ``items`` through the executor into ``collected``."""
+        run_parallel(
+            fn,
+            items,
+            executor=self.executor,
+            max_concurrent=max_concurrent,
+            stop_on_failure=stop_on_failure,
+            stop=self._stop,
+            collect=collected.add,
+        )
+        return collected
 
 
 def default_executor(max_workers: int) -> Executor:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from parabatch import CALLS_KEY, ItemOutcome, PflowBatchNode
 from parabatch._isolation import check_copyable
-from parabatch._runner import Collected, run_parallel
+from parabatch._runner import Collected
 
 from ._group_subject import CopylessGroup, GroupAsBatch
 
@@ -151,17 +151,13 @@ class Unbounded(_Broken):
 
     def _exec_parallel(self, items: list[Any]) -> Collected:
         self._check_chain()
-        collected = self._collector(len(items))
-        run_parallel(
+        return self._window(
             self._exec_single,
             items,
-            executor=self.executor,
+            self._collector(len(items)),
             max_concurrent=max(len(items), 1),
             stop_on_failure=self.error_handling == "fail_fast",
-            stop=self._stop,
-            collect=collected.add,
         )
-        return collected
 
 
 class KeepsSubmitting(_Broken):
@@ -171,17 +167,13 @@ class KeepsSubmitting(_Broken):
 
     def _exec_parallel(self, items: list[Any]) -> Collected:
         self._check_chain()
-        collected = self._collector(len(items))
-        run_parallel(
+        return self._window(
             self._exec_single,
             items,
-            executor=self.executor,
+            self._collector(len(items)),
             max_concurrent=self.max_concurrent,
             stop_on_failure=False,
-            stop=self._stop,
-            collect=collected.add,
         )
-        return collected
 
 
 #: name -> known-broken group (verified through :class:`parabatch.testing.GroupAsBatch`,
