@@ -456,7 +456,7 @@ def test_executor_hook_bound_and_window(n: int, cap: int) -> None:
     ).run(shared)
     (pool,) = RecordingExecutor.instances
     assert pool.max_workers_asked == min(n, cap)
-    assert pool.max_pending <= cap
+    assert pool.max_pending <= 2 * cap  # submitted: the window keeps one queued per worker
     assert tracker.max_in_flight <= cap
     assert values(shared) == list(range(n))
 
@@ -727,8 +727,9 @@ def test_keyboard_interrupt_in_the_coordinator_stops_retries() -> None:
     for t in threading.enumerate():
         if t.name.startswith("parabatch"):
             t.join(10)
+    # Item 1 is stopped between attempts; items 2 and 3 may have started (one queued
+    # future per worker is kept), but nothing retries to the end.
     assert 1 not in tracker.attempts or tracker.attempts[1] < 10
-    assert 2 not in tracker.attempts and 3 not in tracker.attempts
 
 
 @pytest.mark.parametrize("parallel", PARALLEL)

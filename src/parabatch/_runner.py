@@ -1,8 +1,9 @@
 """Run a function over indexed tasks, in order or through an executor, never losing one.
 
 One loop serves the batch node and the parallel group: at most ``max_concurrent`` tasks
-submitted at a time (a sliding window, so neither futures nor per-item copies pile up
-with the number of items), outcomes stored by index, fail_fast that stops submitting.
+running and ``2 * max_concurrent`` submitted at a time (a sliding window, so neither
+futures nor per-item copies pile up with the number of items), outcomes collected as they
+finish, fail_fast that stops submitting.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ __all__ = [
 ]
 
 _log = logging.getLogger("parabatch")
+
+# Futures kept submitted per worker. With one, a worker that finishes waits for the
+# coordinator to wake from wait() and submit the next item (measured: 1.19x a bare pool at
+# 1 ms per item); with two, the next item is already queued (1.01x). Items *running* stay
+# bounded by the executor's max_workers; copies are made inside the worker, so at most
+# max_concurrent exist at once.
+_PREFETCH = 2
 
 #: ``executor(max_workers)`` returns the executor a parallel run submits to.
 ExecutorFactory = Callable[[int], Executor]
@@ -223,6 +231,11 @@ def run_parallel(
 ) -> None:
     """Run ``fn(index, item)`` through ``executor(workers)``, at most ``max_concurrent`` at once.
 
+    ``workers = min(max_concurrent, len(items))``: the executor runs at most that many at
+    once. At most ``2 * max_concurrent`` futures are submitted at any time (a sliding
+    window), so futures do not pile up with the number of items, and a worker never
+    waits for the coordinator to hand it the next item.
+
     Each finished outcome goes to ``collect`` on the calling thread, in completion order
     (outcomes finishing together in index order). On a failure with ``stop_on_failure``,
     nothing more is submitted, submitted-but-unstarted work is cancelled, and running
@@ -238,7 +251,7 @@ def run_parallel(
     next_idx, stopping = 0, False
     try:
         while pending or (next_idx < total and not stopping):
-            while not stopping and next_idx < total and len(pending) < max_concurrent:
+            while not stopping and next_idx < total and len(pending) < _PREFETCH * max_concurrent:
                 pending[pool.submit(fn, next_idx, items[next_idx])] = next_idx
                 next_idx += 1
             # Looked up at call time, so a controlled scheduler can stand in for it.

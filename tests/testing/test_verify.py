@@ -33,7 +33,7 @@ from parabatch.testing import (
     verify_batch_node,
 )
 from parabatch.testing._outcomes import FORBIDDEN
-from parabatch.testing._verify import load_factory
+from parabatch.testing._verify import default_dfs_scenarios, load_factory
 from parabatch.testing.broken import BROKEN_SUBJECTS, NoCopy
 
 # ---------------------------------------------------------------------------------------------
@@ -52,13 +52,14 @@ def test_the_core_passes(strategy: str) -> None:
 def test_the_core_passes_dfs_with_tracing_under_a_cap() -> None:
     report = verify_batch_node(PflowBatchNode, strategy="dfs", budget=15, seed=1)
     assert report.ok, report.format()
-    assert report.scenarios == 5 and report.schedules == 75
+    n = len(default_dfs_scenarios())
+    assert report.scenarios == n and report.schedules == 15 * n
     assert report.exhausted is False  # capped: traced lines make the space large
 
 
 def test_dfs_certifies_the_core_within_two_preemptions() -> None:
     # Without tracing the only scheduling points are the calls, submits, waits and locks:
-    # every schedule of the five default scenarios within two preemptions is run.
+    # every schedule of the default scenarios within two preemptions is run.
     report = verify_batch_node(
         PflowBatchNode, strategy="dfs", budget=5000, trace=False, max_preemptions=2
     )

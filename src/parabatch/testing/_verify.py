@@ -98,11 +98,13 @@ class Scenario:
 
 
 def draw_scenario(rng: random.Random, *, max_items: int = 4, max_retries: int = 3) -> Scenario:
-    """A random scenario, from one of four families drawn with equal odds (swarm testing).
+    """A random scenario from one of five families (swarm testing), ``fail_fast`` twice as
+    likely as each other (its races need two failures to overlap).
 
     - ``mixed``: any config; about one item in three fails for good, one in six once;
     - ``retries``: transient failures only (every item succeeds within ``max_retries``);
     - ``fail_fast``: at least two items that fail for good among the first workers' items;
+    - ``fail_fast_long``: more items than two per worker, one failing early;
     - ``wide``: the most items, no failures, continue mode.
 
     Nine in ten are parallel; workers are 2-3 (1 in the ``mixed`` family now and then);
@@ -110,10 +112,10 @@ def draw_scenario(rng: random.Random, *, max_items: int = 4, max_retries: int = 
 
     Example:
         >>> s = draw_scenario(random.Random(1))
-        >>> 2 <= len(s.items) <= 4 and len(s.fail) == len(s.items)
+        >>> 2 <= len(s.items) <= 6 and len(s.fail) == len(s.items)
         True
     """
-    family = rng.choice(["mixed", "retries", "fail_fast", "wide"])
+    family = rng.choice(["mixed", "retries", "fail_fast", "fail_fast", "fail_fast_long", "wide"])
     n = max_items if family == "wide" else rng.randint(2, max_items)
     retries_cap = max_retries
     max_retries = min(retries_cap, rng.choice([1, 2, 2, 3]))
@@ -131,6 +133,14 @@ def draw_scenario(rng: random.Random, *, max_items: int = 4, max_retries: int = 
         fail = [rng.choice([0, max_retries]) for _ in range(n)]
         for i in rng.sample(range(min(cap, n)), 2):
             fail[i] = max_retries
+    elif family == "fail_fast_long":
+        # More items than the window of submitted futures (two per worker), so that
+        # work is still to be submitted when the first failure is seen.
+        handling = "fail_fast"
+        cap = rng.randint(1, 2)
+        n = 2 * cap + rng.randint(1, 2)
+        fail = [0] * n
+        fail[rng.randrange(2 * cap)] = max_retries
     else:
         handling = "continue"
         fail = [0] * n
@@ -753,8 +763,9 @@ def verify_batch_node(
 def default_dfs_scenarios() -> list[Scenario]:
     """The small configurations ``check_dfs`` certifies: 2 workers, 2 or 3 items.
 
-    Between them they exercise retries, fail_fast with one failure and with two failures
-    racing to be seen first, continue with a failure, and both call-log modes.
+    Between them they exercise retries, fail_fast with one failure, with two failures
+    racing to be seen first, and with items left to submit after the failure (one worker,
+    four items), continue with a failure, and both call-log modes.
     """
     return [
         Scenario(
@@ -785,6 +796,14 @@ def default_dfs_scenarios() -> list[Scenario]:
             items=("a", "b", "c"),
             fail=(0, 1, 0),
             max_concurrent=2,
+            max_retries=1,
+            error_handling="fail_fast",
+            call_log="lock",
+        ),
+        Scenario(
+            items=("a", "b", "c", "d"),
+            fail=(1, 0, 0, 0),
+            max_concurrent=1,
             max_retries=1,
             error_handling="fail_fast",
             call_log="lock",
