@@ -328,7 +328,7 @@ def test_output_shape(parallel: bool) -> None:
         "aborted": False,
     }
     assert set(meta["timing"]) == {"started_at", "duration_s", "items_per_second"}
-    assert meta["timing"]["duration_s"] >= 0
+    assert isinstance(meta["timing"]["started_at"], float)
 
 
 # -- fail_fast -----------------------------------------------------------------------------
