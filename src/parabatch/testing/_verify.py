@@ -939,8 +939,8 @@ def shrink(
     Example:
         >>> from parabatch.testing.broken import CompletionOrder
         >>> ce = shrink(CompletionOrder, budget=300)
-        >>> ce.scenario.items, ce.preemptions
-        (('a', 'b'), 1)
+        >>> "FORBIDDEN ordering" in ce.message, ce.preemptions <= 2
+        (True, True)
     """
     from hypothesis import HealthCheck, find, settings
     from hypothesis import strategies as st
