@@ -350,7 +350,8 @@ def test_fail_fast_sequential_stops_at_first_failure_and_keeps_partial_output() 
 
 def test_fail_fast_parallel_raises_lowest_index_failure_and_loses_nothing() -> None:
     # Item 1 fails at once; item 0 is still running and fails later. Item 0's error is
-    # raised, item 1's is kept, and nothing new starts after the first failure is seen.
+    # raised, item 1's is kept, and nothing is submitted after the first failure is seen:
+    # items 2 and 3 were already queued (one per worker) and may start; 4 and 5 never do.
     release = threading.Event()
     tracker = Tracker()
 
@@ -375,15 +376,17 @@ def test_fail_fast_parallel_raises_lowest_index_failure_and_loses_nothing() -> N
         node.run(shared)
     out = shared["n"]
     assert [e["index"] for e in out["errors"]] == [0, 1]
-    assert out["results"] == [None] * 6
-    assert tracker.started == []  # items 2.. never started
+    assert out["results"][:2] == [None, None] and out["results"][4:] == [None, None]
+    assert set(tracker.started) <= {2, 3}  # queued before the failure; 4 and 5 never started
+    assert [r["item"] for r in out["results"] if r is not None] == sorted(tracker.started)
     assert out["batch_metadata"]["aborted"] is True
 
 
 def test_fail_fast_parallel_running_items_finish_and_are_kept() -> None:
     # Item 0 is still running when item 1's failure is seen; it finishes and is kept, and
-    # nothing new starts. Item 0 waits until the coordinator has reported item 1's failure,
-    # so the order does not depend on thread timing.
+    # nothing is submitted after: items 2 and 3 (queued, one per worker) may start, 4 and 5
+    # never do. Item 0 waits until the coordinator has reported item 1's failure, so the
+    # order does not depend on thread timing.
     failure_seen = threading.Event()
     tracker = Tracker()
 
@@ -403,12 +406,15 @@ def test_fail_fast_parallel_running_items_finish_and_are_kept() -> None:
     with pytest.raises(ValueError, match="item 1 failed"):
         batch(
             Pair(tracker),
-            {"items": [0, 1, 2, 3], "parallel": True, "max_concurrent": 2},
+            {"items": [0, 1, 2, 3, 4, 5], "parallel": True, "max_concurrent": 2},
             progress=progress,
         ).run(shared)
-    assert values(shared) == [0, None, None, None]
+    got = values(shared)
+    assert got[:2] == [0, None] and got[4:] == [None, None]
     assert [e["index"] for e in shared["n"]["errors"]] == [1]
-    assert tracker.started == [0]
+    assert 0 in tracker.started
+    assert set(tracker.started) <= {0, 2, 3}
+    assert [v for v in got[2:4] if v is not None] == sorted(set(tracker.started) - {0})
 
 
 # -- the parallel machinery ----------------------------------------------------------------
