@@ -193,6 +193,7 @@ def test_uncopyable_child_refused_naming_it() -> None:
         (([Put()], "g"), {"on_error": "skip"}, "on_error='skip'"),
         (([Put()], "g"), {"executor": 3}, "executor=3"),
         (([Put()], "g"), {"call_log": "x"}, "call_log='x'"),
+        (([Put()], "g"), {"progress": "bar"}, "progress='bar': must be callable"),
     ],
 )
 def test_bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], needle: str) -> None:

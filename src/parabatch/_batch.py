@@ -17,7 +17,6 @@ from ._runner import (
     ExecutorFactory,
     ItemOutcome,
     ProgressCallback,
-    default_executor,
     run_sequential,
 )
 from ._templates import resolve_template
@@ -87,20 +86,11 @@ class PflowBatchNode(Coordinator):
         progress: Optional[ProgressCallback] = None,
     ) -> None:
         config = validate_batch_config(batch_config)
-        problems = []
-        if not isinstance(node_id, str) or not node_id:
-            problems.append(f"node_id={node_id!r}: must be a non-empty string")
-        if executor is not None and not callable(executor):
-            problems.append(f"executor={executor!r}: must be callable as executor(max_workers)")
-        if call_log not in ("lock", "gil"):
-            problems.append(f"call_log={call_log!r}: must be 'lock' or 'gil'")
-        if progress is not None and not callable(progress):
-            problems.append(f"progress={progress!r}: must be callable")
+        problems = self._argument_problems(node_id, executor, call_log, progress)
         if problems:
             raise BatchConfigError(problems)
         super().__init__(max_retries=config["max_retries"], wait=config["retry_wait"])
         self.inner_node = inner_node
-        self.node_id = node_id
         self.config = config
         self.items_spec = config["items"]
         self.item_alias: str = config["as"]
@@ -108,10 +98,7 @@ class PflowBatchNode(Coordinator):
         self.parallel: bool = config["parallel"]
         self.max_concurrent: int = config["max_concurrent"]
         self.retry_wait: float = config["retry_wait"]
-        self.executor: ExecutorFactory = executor or default_executor
-        self.call_log = call_log
-        self.progress = progress
-        self._setup()
+        self._setup(node_id, executor, call_log, progress)
 
     # -- PocketFlow hooks ---------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from ._runner import (
     ExecutorFactory,
     ItemOutcome,
     ProgressCallback,
-    default_executor,
 )
 
 __all__ = ["ParallelGroupNode"]
@@ -84,15 +83,13 @@ class ParallelGroupNode(Coordinator):
         call_log: Literal["lock", "gil"] = "lock",
         progress: Optional[ProgressCallback] = None,
     ) -> None:
-        problems = []
+        problems = self._argument_problems(node_id, executor, call_log, progress)
         if isinstance(children, (str, bytes)) or not isinstance(children, Sequence):
             problems.append(f"children={children!r}: must be a list of nodes")
         elif not children:
             problems.append("children=[]: must hold at least one node")
         elif not all(callable(getattr(c, "_run", None)) for c in children):
             problems.append(f"children={list(children)!r}: every child must be a node (_run)")
-        if not isinstance(node_id, str) or not node_id:
-            problems.append(f"node_id={node_id!r}: must be a non-empty string")
         if (
             isinstance(max_concurrent, bool)
             or not isinstance(max_concurrent, int)
@@ -101,22 +98,14 @@ class ParallelGroupNode(Coordinator):
             problems.append(f"max_concurrent={max_concurrent!r}: must be an integer from 1 to 100")
         if on_error not in ("fail_fast", "continue"):
             problems.append(f"on_error={on_error!r}: must be 'fail_fast' or 'continue'")
-        if executor is not None and not callable(executor):
-            problems.append(f"executor={executor!r}: must be callable as executor(max_workers)")
-        if call_log not in ("lock", "gil"):
-            problems.append(f"call_log={call_log!r}: must be 'lock' or 'gil'")
         if problems:
             raise BatchConfigError(problems)
         super().__init__()
         self.children = list(children)
         self.child_ids = [_child_id(c, i) for i, c in enumerate(self.children)]
-        self.node_id = node_id
         self.max_concurrent = max_concurrent
         self.on_error = on_error
-        self.executor: ExecutorFactory = executor or default_executor
-        self.call_log = call_log
-        self.progress = progress
-        self._setup()
+        self._setup(node_id, executor, call_log, progress)
 
     def prep(self, shared: MutableMapping[str, Any]) -> list[Any]:
         self._begin(shared)

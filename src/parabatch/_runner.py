@@ -114,7 +114,33 @@ class Coordinator(Node):  # type: ignore[misc]
     executor: ExecutorFactory
     max_concurrent: int
 
-    def _setup(self) -> None:
+    @staticmethod
+    def _argument_problems(
+        node_id: object, executor: object, call_log: object, progress: object
+    ) -> list[str]:
+        """What is wrong with the arguments every coordinator takes, one line each."""
+        problems = []
+        if not isinstance(node_id, str) or not node_id:
+            problems.append(f"node_id={node_id!r}: must be a non-empty string")
+        if executor is not None and not callable(executor):
+            problems.append(f"executor={executor!r}: must be callable as executor(max_workers)")
+        if call_log not in ("lock", "gil"):
+            problems.append(f"call_log={call_log!r}: must be 'lock' or 'gil'")
+        if progress is not None and not callable(progress):
+            problems.append(f"progress={progress!r}: must be callable")
+        return problems
+
+    def _setup(
+        self,
+        node_id: str,
+        executor: Optional[ExecutorFactory],
+        call_log: str,
+        progress: Optional[ProgressCallback],
+    ) -> None:
+        self.node_id = node_id
+        self.executor = executor or default_executor
+        self.call_log = call_log
+        self.progress = progress
         self._shared: Optional[MutableMapping[str, Any]] = None
         self._stop = StopFlag()
 

@@ -41,8 +41,18 @@ class _Broken(PflowBatchNode):
     #: the property whose check must flag this subject
     catches: ClassVar[str] = ""
 
-    def _check_chain(self) -> None:
+    def _run_window(
+        self, items: list[Any], *, max_concurrent: int, stop_on_failure: bool
+    ) -> Collected:
+        """The core's parallel path with its window or its fail_fast bent."""
         check_copyable(self.inner_node)
+        return self._window(
+            self._exec_single,
+            items,
+            self._collector(len(items)),
+            max_concurrent=max_concurrent,
+            stop_on_failure=stop_on_failure,
+        )
 
 
 class SharedRetryCounter(_Broken):
@@ -150,11 +160,8 @@ class Unbounded(_Broken):
     catches = "bound"
 
     def _exec_parallel(self, items: list[Any]) -> Collected:
-        self._check_chain()
-        return self._window(
-            self._exec_single,
+        return self._run_window(
             items,
-            self._collector(len(items)),
             max_concurrent=max(len(items), 1),
             stop_on_failure=self.error_handling == "fail_fast",
         )
@@ -166,14 +173,7 @@ class KeepsSubmitting(_Broken):
     catches = "fail_fast"
 
     def _exec_parallel(self, items: list[Any]) -> Collected:
-        self._check_chain()
-        return self._window(
-            self._exec_single,
-            items,
-            self._collector(len(items)),
-            max_concurrent=self.max_concurrent,
-            stop_on_failure=False,
-        )
+        return self._run_window(items, max_concurrent=self.max_concurrent, stop_on_failure=False)
 
 
 #: name -> known-broken group (verified through :class:`parabatch.testing.GroupAsBatch`,
