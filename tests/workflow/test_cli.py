@@ -89,7 +89,7 @@ def test_a_failed_workflow_exits_1_and_still_prints_what_it_got(tmp_path: Path) 
     }
     code, out, err = cli("run", write(tmp_path / "wf.json", doc))
     assert code == 1
-    assert err.startswith("parabatch: workflow failed: CalledProcessError: Command")
+    assert err.startswith("parabatch: node 'fail' failed: CalledProcessError: Command")
     result = json.loads(out)
     assert [r["summary"] for r in result["ask"]["results"]] == ["Summary: a", "Summary: b"]
 
@@ -141,7 +141,7 @@ def test_validate_a_good_workflow() -> None:
     [
         (["--shared", "missing.json"], "--shared 'missing.json': cannot read"),
         (["--shared", "@list"], "must hold a JSON object"),
-        (["--shared", "@bad"], "not JSON"),
+        (["--shared", "@bad"], "bad.json': line 1 column 2: "),
         (["--node-type", "x"], "expected NAME=MODULE:ATTR"),
         (["--node-type", "x=no_such_module_here:A"], "ModuleNotFoundError"),
         (["--node-type", "x=json:nothing"], "AttributeError"),
