@@ -311,7 +311,7 @@ def _failure(exc: BaseException, workflow: dict[str, Any], shared: Any) -> str:
         where += f" (in parallel group {group!r})"
     record = _error_record(shared, node_id, exc)
     if record is not None and isinstance(record.get("index"), int) and "child" not in record:
-        where += f", item {record['index']}"
+        where += f" (item {record['index']})"
     return f"{where} failed: {_describe(exc)}"
 
 

@@ -217,13 +217,18 @@ def _check_batch(
         problems.add(path, f"{where}={batch!r:.60}: must be an object (a batch config)")
         return
     default = "" if "as" in batch else " (the default)"
+    # A field that is not finite is reported already, once: leave it out of this check.
+    finite = {k: v for k, v in batch.items() if not _is_non_finite(v)}
     try:
-        node["batch"] = validate_batch_config(batch)
+        checked = validate_batch_config(finite)
     except BatchConfigError as exc:
         for problem in exc.problems:
             for line in problem.split("\n  - "):
                 problems.add(path, f"{where}.{line}")
         return
+    if len(finite) < len(batch):
+        return
+    node["batch"] = checked
     wait = node["batch"]["retry_wait"]
     if math.isfinite(wait) and wait > MAX_RETRY_WAIT:
         # time.sleep overflows near 9.2e9 s; anything beyond a week is surely a mistake.
