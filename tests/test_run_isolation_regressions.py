@@ -571,3 +571,64 @@ def test_the_output_is_json_serialisable_apart_from_the_exception() -> None:
     for record in out["errors"]:
         record.pop("exception")
     json.dumps(out)
+
+
+# -- the group, the same way --------------------------------------------------------------------
+
+
+class Put(Node):  # type: ignore[misc]
+    def __init__(self, key: str, fail: bool = False, interrupt: bool = False) -> None:
+        super().__init__()
+        self.key, self.fail, self.interrupt = key, fail, interrupt
+
+    def exec(self, _: Any) -> Any:
+        if self.interrupt:
+            raise KeyboardInterrupt
+        if self.fail:
+            raise Unprintable
+        return self.key
+
+    def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+        shared[self.key] = exec_res
+
+
+def test_a_group_interrupted_keeps_the_finished_childrens_writes() -> None:
+    shared: dict[str, Any] = {}
+    children = [Put("a"), Put("b"), Put("c", interrupt=True), Put("d")]
+    with pytest.raises(KeyboardInterrupt):
+        ParallelGroupNode(children, "g", max_concurrent=1).run(shared)
+    assert (shared["a"], shared["b"]) == ("a", "b") and "d" not in shared
+    assert shared["g"]["group_metadata"]["interrupted"] is True
+
+
+def test_a_group_child_failure_keeps_no_frames_and_prints() -> None:
+    shared: dict[str, Any] = {}
+    group = ParallelGroupNode([Put("a"), Put("b", fail=True)], "g", on_error="continue")
+    group.run(shared)
+    (record,) = shared["g"]["errors"]
+    assert record["error"] == "Unprintable: <unprintable Unprintable object>"
+    assert record["exception"].__traceback__ is None and record["traceback"]
+
+
+def test_one_group_in_two_threads_at_once() -> None:
+    meet = threading.Barrier(2, timeout=SAFETY_S)
+
+    class Meets(Node):  # type: ignore[misc]
+        def prep(self, shared: Any) -> Any:
+            return shared["tag"]
+
+        def exec(self, tag: Any) -> Any:
+            meet.wait()
+            return tag
+
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            shared["seen"] = exec_res
+
+    group = ParallelGroupNode([Meets()], "g")
+    stores: list[dict[str, Any]] = [{"tag": "a"}, {"tag": "b"}]
+    threads = [threading.Thread(target=group.run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(SAFETY_S)
+    assert [s.get("seen") for s in stores] == ["a", "b"]
