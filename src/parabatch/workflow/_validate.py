@@ -16,18 +16,14 @@ from .._config import validate_batch_config
 from .._errors import BatchConfigError
 from .._templates import has_template
 from ._errors import WorkflowError
-from ._nodes import MAX_SECONDS
 from ._registry import GROUP_TYPE, NodeRegistry, default_registry
 from ._schema import ID_PATTERN, WORKFLOW_SCHEMA
 
-__all__ = ["MAX_RETRY_WAIT", "load_workflow", "non_finite", "read_json", "validate_workflow"]
+__all__ = ["load_workflow", "non_finite", "read_json", "validate_workflow"]
 
 _VALIDATOR = jsonschema.Draft202012Validator(WORKFLOW_SCHEMA)
 _NODE_LISTS = ("nodes", "children")
 _SPECIAL = re.compile(r"^__.*__$")
-
-#: The longest ``retry_wait`` a workflow may ask for, in seconds (one week).
-MAX_RETRY_WAIT = MAX_SECONDS
 
 Path_ = tuple[Union[str, int], ...]
 
@@ -229,12 +225,6 @@ def _check_batch(
     if len(finite) < len(batch):
         return
     node["batch"] = checked
-    wait = node["batch"]["retry_wait"]
-    if math.isfinite(wait) and wait > MAX_RETRY_WAIT:
-        # time.sleep overflows near 9.2e9 s; anything beyond a week is surely a mistake.
-        problems.add(
-            path, f"{where}.retry_wait={wait!r}: must be a number from 0 to {MAX_RETRY_WAIT}"
-        )
     name = node["batch"]["as"]
     if _SPECIAL.match(name):
         problems.add(
