@@ -108,13 +108,10 @@ def test_batch_errors_are_printed_without_exception_objects(tmp_path: Path) -> N
     code, out, _ = cli("run", write(tmp_path / "wf.json", doc))
     assert code == 0
     errors = json.loads(out)["ask"]["errors"]
-    assert errors == [
-        {
-            "index": 1,
-            "item": {},
-            "error": "TemplateError: ${q.text}: key 'text' not found in q (a dict with no keys)",
-        }
-    ]
+    message = "TemplateError: ${q.text}: key 'text' not found in q (a dict with no keys)"
+    tracebacks = [e.pop("traceback") for e in errors]
+    assert errors == [{"index": 1, "item": {}, "error": message, "attempts": 1}]
+    assert tracebacks[0].startswith("Traceback") and tracebacks[0].endswith(message + "\n")
 
 
 @pytest.mark.parametrize(
