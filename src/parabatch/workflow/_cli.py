@@ -30,6 +30,9 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _CALLS_KEY = "__llm_calls__"
 
+#: The longest error message printed whole (a server's page, a command's whole output).
+_LONGEST = 2000
+
 
 class _Invalid(Exception):
     """A usage problem found after parsing (bad --shared file, bad --node-type, --output)."""
@@ -90,6 +93,45 @@ def _registry(specs: Sequence[str]) -> NodeRegistry:
         except NodeTypeError as exc:
             raise _Invalid(f"--node-type {spec!r}: {exc}") from None
     return registry
+
+
+def _check_factories(workflow: dict[str, Any], registry: NodeRegistry) -> None:
+    """Build each node once before anything runs: a factory that fails is a usage error."""
+    checked: set[str] = set()
+    for node_id, node_type in _task_types(workflow["nodes"]):
+        if node_type in checked:
+            continue
+        checked.add(node_type)
+        try:
+            node = registry[node_type].factory()
+        except Exception as exc:
+            raise _Invalid(
+                f"node type {node_type!r} (for node {node_id!r}): its factory raised "
+                f"{_describe(exc)}"
+            ) from None
+        if not callable(getattr(node, "_run", None)):
+            raise _Invalid(
+                f"node type {node_type!r} (for node {node_id!r}): its factory returned "
+                f"{_short_repr(node)}, not a pocketflow node"
+            )
+
+
+def _task_types(nodes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for node in nodes:
+        if node["type"] == GROUP_TYPE:
+            out.extend(_task_types(node["children"]))
+        else:
+            out.append((node["id"], node["type"]))
+    return out
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _initial_shared(path: Optional[Path], workflow: dict[str, Any]) -> dict[str, Any]:
@@ -261,6 +303,8 @@ def _describe(exc: BaseException) -> str:
         text = str(exc)
     except Exception:
         text = f"<unprintable {type(exc).__name__}>"
+    if len(text) > _LONGEST:
+        text = f"{text[:_LONGEST]}... ({len(text) - _LONGEST} more characters)"
     text = "".join(
         c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
         for c in text
@@ -363,6 +407,7 @@ def main(
     try:
         registry = _registry(args.node_type)
         workflow = load_workflow(args.workflow, registry=registry)
+        _check_factories(workflow, registry)
         if args.command == "validate":
             count = len(workflow["nodes"])
             out.write(f"ok: {count} node(s), start {workflow['start']}\n")
