@@ -544,3 +544,20 @@ def test_a_very_long_error_is_cut_saying_how_much(tmp_path: Path) -> None:
         err
         == f"parabatch: node 'long' failed: ValueError: {'x' * 2000}... (8000 more characters)\n"
     )
+
+
+def test_a_message_after_a_bar_cut_short_starts_on_a_new_line(tmp_path: Path) -> None:
+    """'ask [###---] 1/3 (1 failed)parabatch: node ...' ran on from the bar."""
+    doc = {
+        "nodes": [
+            {
+                "id": "ask",
+                "type": "llm",
+                "params": {"prompt": "${q.text}"},
+                "batch": {"items": [{}, {"text": "a"}, {"text": "b"}], "as": "q"},
+            }
+        ]
+    }
+    code, _, err = cli("run", write(tmp_path / "wf.json", doc), "--progress")
+    assert code == 1
+    assert "\rask [" in err and "] 1/3 (1 failed)\nparabatch: node 'ask' (item 0) failed: " in err

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, TextIO, cast
 
 from .. import __version__
 from ._errors import NodeTypeError, WorkflowError
@@ -372,6 +372,32 @@ def _failure(exc: BaseException, workflow: dict[str, Any], shared: Any) -> str:
     return f"{where} failed: {_describe(exc)}"
 
 
+class _LineEnd:
+    """The progress bars' stream: forwards writes, and can end a line a bar left open."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.open = False
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        if text:
+            self.open = not text.endswith("\n")
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def end_line(self) -> None:
+        """Start a new line if a bar was cut short (a failure, Ctrl-C): messages follow."""
+        if self.open:
+            self.stream.write("\n")
+            self.open = False
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -419,6 +445,7 @@ def main(
         return EXIT_INVALID
 
     show = args.progress if args.progress is not None else err.isatty()
+    bar_stream = _LineEnd(err)
     # Imported here: ``validate`` needs no executor, pocketflow Flow, or threads.
     from ._compile import run_workflow
 
@@ -428,16 +455,18 @@ def main(
             workflow,
             shared,
             registry=registry,
-            progress=ProgressBar(err) if show else None,
+            progress=ProgressBar(cast(TextIO, bar_stream)) if show else None,
             sequential=args.sequential,
         )
         code = EXIT_OK
     except KeyboardInterrupt:
         SHELL_COMMANDS.stop()
+        bar_stream.end_line()
         err.write("parabatch: interrupted; writing what finished\n")
         code = EXIT_INTERRUPTED
     except Exception as exc:
         # A node failed: report it, and still write what the workflow got done.
+        bar_stream.end_line()
         err.write(f"parabatch: {_failure(exc, workflow, shared)}\n")
         code = EXIT_FAILED
     if not _emit(shared, output, out, err) and code == EXIT_OK:
