@@ -561,3 +561,17 @@ def test_a_message_after_a_bar_cut_short_starts_on_a_new_line(tmp_path: Path) ->
     code, _, err = cli("run", write(tmp_path / "wf.json", doc), "--progress")
     assert code == 1
     assert "\rask [" in err and "] 1/3 (1 failed)\nparabatch: node 'ask' (item 0) failed: " in err
+
+
+def test_results_nested_too_deep_to_write_whole_are_still_written(tmp_path: Path) -> None:
+    """A value nested 900 deep (a --shared file, a server's answer) lost every result."""
+    shared = write(tmp_path / "shared.json", '{"deep": ' + "[" * 900 + "]" * 900 + "}")
+    doc = {"nodes": [{"id": "a", "type": "llm", "params": {"prompt": "p: q"}}]}
+    code, out, err = cli("run", write(tmp_path / "wf.json", doc), "--shared", shared)
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert result["a"]["summary"] == "Summary: q"
+    deep, depth = result["deep"], 1
+    while isinstance(deep, list):
+        [deep], depth = deep, depth + 1
+    assert (deep, depth) == ("<nested more than 100 deep>", 101)

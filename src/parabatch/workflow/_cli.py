@@ -30,6 +30,10 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _CALLS_KEY = "__llm_calls__"
 
+#: How deep the results are written when they are too deep to write whole (a server's
+#: answer nested 900 deep): deeper values are replaced by a placeholder.
+_DEEPEST = 100
+
 #: The longest error message printed whole (a server's page, a command's whole output).
 _LONGEST = 2000
 
@@ -232,14 +236,21 @@ def _jsonable(results: Any) -> Any:
     return _safe_jsonable(results)
 
 
-def _safe_jsonable(value: Any) -> Any:
+def _key(key: Any) -> str:
+    try:
+        return str(key)
+    except Exception:
+        return f"<unprintable {type(key).__name__}>"
+
+
+def _safe_jsonable(value: Any, depth: int = 0) -> Any:
+    """``to_jsonable`` value by value: what fails becomes a placeholder, not an error."""
+    if depth > _DEEPEST:
+        return f"<nested more than {_DEEPEST} deep>"
     if isinstance(value, Mapping):
-        return {
-            _safe_jsonable(k) if not isinstance(k, str) else k: _safe_jsonable(v)
-            for k, v in list(value.items())
-        }
+        return {_key(k): _safe_jsonable(v, depth + 1) for k, v in list(value.items())}
     if isinstance(value, (list, tuple)):
-        return [_safe_jsonable(v) for v in list(value)]
+        return [_safe_jsonable(v, depth + 1) for v in list(value)]
     try:
         return to_jsonable(value)
     except Exception:
