@@ -115,6 +115,35 @@ def test_the_fixture_shrinks_the_counterexample_by_default(run: Runner) -> None:
     assert result.stdout.str().count("replay it with:") == 1  # the shrunk one only
 
 
+def test_a_shrink_that_raises_leaves_the_verdict_and_the_first_counterexample(
+    run: Runner,
+) -> None:
+    result = run(
+        """
+        import parabatch.testing
+        from parabatch.testing.broken import KeepsSubmitting
+
+        def test_keeps_submitting(verify_batch_node, monkeypatch):
+            def broken_shrink(*args, **kwargs):
+                raise RuntimeError("shrinking went wrong\\nsecond line")
+
+            monkeypatch.setattr(parabatch.testing, "shrink", broken_shrink)
+            verify_batch_node(KeepsSubmitting, budget=20, seed=1)
+        """
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED: FORBIDDEN outcome first seen after * schedules",
+            "counterexample:",
+            "*replay it with:",
+            "*",
+            "not shrunk: shrink() raised RuntimeError: shrinking went wrong",
+        ]
+    )
+    assert "second line" not in result.stdout.str()
+
+
 def test_without_hypothesis_the_failure_says_how_to_shrink(pytester: pytest.Pytester) -> None:
     # A fresh interpreter where Hypothesis cannot be imported, its own plugin switched off.
     pytester.makeconftest(
