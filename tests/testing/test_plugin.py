@@ -300,18 +300,11 @@ def test_a_session_that_does_not_use_the_fixture_imports_nothing_heavy(
     result.stdout.fnmatch_lines(["plugin loaded: True", "heavy modules: []"])
 
 
-def test_the_old_plugin_path_still_loads(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_subject="""
-        from parabatch import PflowBatchNode
+def test_the_old_plugin_path_re_exports_the_plugin() -> None:
+    """``-p parabatch.testing.pytest_plugin`` registers the very same hooks and fixture."""
+    import _parabatch_pytest as plugin
+    from parabatch.testing import pytest_plugin as old
 
-        def test_core(verify_batch_node):
-            assert verify_batch_node(PflowBatchNode, budget=3).ok
-        """
-    )
-    # A subprocess: in this one the module is already imported, and pytest would warn that
-    # it cannot rewrite its asserts. The entry point, if installed, is switched off.
-    result = pytester.runpytest_subprocess(
-        *STRICT, "-p", "no:parabatch", "-p", "parabatch.testing.pytest_plugin"
-    )
-    result.assert_outcomes(passed=1)
+    assert old.__all__ == plugin.__all__
+    for name in plugin.__all__:
+        assert getattr(old, name) is getattr(plugin, name), name
