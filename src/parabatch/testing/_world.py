@@ -91,7 +91,7 @@ def _clock(real: Callable[[], float], base: Callable[[], float]) -> Callable[[],
         rt = _scheduler._current
         if isinstance(rt, Runtime):
             t = rt.current
-            if t.ident == _get_ident():
+            if t is not None and t.ident == _get_ident():
                 return base() + t.vtime
         return real()
 
@@ -105,7 +105,7 @@ def _clock_ns(real: Callable[[], int], base: Callable[[], float]) -> Callable[[]
         rt = _scheduler._current
         if isinstance(rt, Runtime):
             t = rt.current
-            if t.ident == _get_ident():
+            if t is not None and t.ident == _get_ident():
                 return int((base() + t.vtime) * 1e9)
         return real()
 
@@ -144,7 +144,7 @@ def current_thread() -> threading.Thread:
     rt = _scheduler._current
     if isinstance(rt, Runtime):
         t = rt.current
-        if t.ident == _get_ident():
+        if t is not None and t.ident == _get_ident():
             obj = t.thread_object
             if obj is None:
                 obj = t.thread_object = _ThreadObject(t)
