@@ -259,7 +259,10 @@ class ManagedThread:
         except _Abort:
             pass
         except BaseException as exc:
-            rt.thread_raised(self, exc)
+            # While a run is abandoned, unwinding code (a finally re-taking a lock) may
+            # raise in turn: an artefact of the unwinding, not an outcome of the run.
+            if not rt.aborted:
+                rt.thread_raised(self, exc)
         finally:
             if rt.tracer is not None:
                 sys.settrace(None)
