@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import platform
 import queue
 import threading
 import time
@@ -117,6 +118,23 @@ def test_a_try_acquire_sees_the_lock_held() -> None:
     _found(fn)
 
 
+@pytest.mark.skipif(
+    platform.python_implementation() != "CPython",
+    reason="points per instruction on CPython only; per line elsewhere",
+)
+def test_a_one_line_read_modify_write_is_interleaved() -> None:
+    def fn() -> None:
+        box = {"n": 0}
+
+        def incr() -> None:
+            box["n"] = box["n"] + 1
+
+        _both(incr)
+        assert box["n"] == 2, box
+
+    _found(fn)
+
+
 # --- semaphores, events, barriers ----------------------------------------------------
 
 
@@ -135,7 +153,7 @@ def test_a_semaphore_bounds_concurrency() -> None:
                     with guard:
                         inside["now"] -= 1
 
-            threads = [Thread(target=work) for _ in range(3)]
+            threads = [Thread(target=work) for _ in range(2)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -290,9 +308,11 @@ def _pool_counter(pool_of: Callable[[], ThreadPoolExecutor], locked: bool) -> Ca
         def incr() -> int:
             if locked:
                 with lock:
-                    box["n"] = box["n"] + 1
+                    value = box["n"]
+                    box["n"] = value + 1
             else:
-                box["n"] = box["n"] + 1
+                value = box["n"]
+                box["n"] = value + 1
             return 1
 
         pool = pool_of()

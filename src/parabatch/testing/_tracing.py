@@ -111,19 +111,25 @@ class _CodePoints:
 
     def __init__(self, code: CodeType, f_globals: dict[str, Any]) -> None:
         points: dict[int, Optional[tuple[int, str]]] = {}
-        prev: Optional[dis.Instruction] = None
+        # The module the previous instruction pushed, if it pushed one (`concurrent` in
+        # `concurrent.futures.wait`): looking a name up in a module is not shared state.
+        module: Optional[types.ModuleType] = None
         for ins in dis.get_instructions(code):
             op = ins.opname
+            pushed: Optional[types.ModuleType] = None
             if op in _STATE_OPS:
-                # `module.attr` (a function or class looked up in a module) is not state.
-                if not (
-                    op in ("LOAD_ATTR", "LOAD_METHOD")
-                    and prev is not None
-                    and prev.opname in ("LOAD_GLOBAL", "LOAD_NAME")
-                    and isinstance(f_globals.get(str(prev.argval)), types.ModuleType)
-                ):
-                    points[ins.offset] = None
-            elif op in _VAR_LOADS:
+                value = None
+                if op in ("LOAD_ATTR", "LOAD_METHOD") and module is not None:
+                    value = getattr(module, str(ins.argval), None)
+                if isinstance(value, types.ModuleType):
+                    pushed = value
+                elif not isinstance(value, _NOT_STATE):
+                    points[ins.offset] = None  # a module's function or class is not state
+            elif op in ("LOAD_GLOBAL", "LOAD_NAME"):
+                value = f_globals.get(str(ins.argval))
+                if isinstance(value, types.ModuleType):
+                    pushed = value
+            if op in _VAR_LOADS:
                 name = str(ins.argval)
                 kind = _VAR_LOADS[op]
                 if kind == 1:
@@ -134,7 +140,8 @@ class _CodePoints:
                         points[ins.offset] = (kind, name)
                 else:
                     points[ins.offset] = (kind, name)
-            prev = ins
+            if op not in ("EXTENDED_ARG", "CACHE", "NOP"):
+                module = pushed
         self.points = points
 
 
