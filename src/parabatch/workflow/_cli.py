@@ -460,7 +460,6 @@ def main(
     # Imported here: ``validate`` needs no executor, pocketflow Flow, or threads.
     from ._compile import run_workflow
 
-    SHELL_COMMANDS.reopen()
     try:
         run_workflow(
             workflow,
@@ -480,6 +479,7 @@ def main(
         bar_stream.end_line()
         err.write(f"parabatch: {_failure(exc, workflow, shared)}\n")
         code = EXIT_FAILED
-    if not _emit(shared, output, out, err) and code == EXIT_OK:
-        code = EXIT_FAILED
-    return code
+    written = _emit(shared, output, out, err)
+    # Stopped until the results were written; the process may go on (a library caller).
+    SHELL_COMMANDS.reopen()
+    return EXIT_FAILED if not written and code == EXIT_OK else code
