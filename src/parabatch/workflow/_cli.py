@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m parabatch",
         description="Run a parabatch workflow (JSON) and print the final shared store as JSON.",
-        epilog="Exit codes: 0 ok, 1 the workflow failed, 2 invalid workflow or usage, 130 Ctrl-C.",
+        epilog="Exit codes: 0 ok; 1 a node failed, or the results could not be written where "
+        "asked (stderr says where they went); 2 invalid workflow or usage, nothing ran; 130 "
+        "Ctrl-C (143 SIGTERM, 129 SIGHUP): shell commands killed, what finished written.",
     )
     parser.add_argument("--version", action="version", version=f"parabatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
