@@ -12,9 +12,11 @@ it and where that object was defined.
 from __future__ import annotations
 
 import importlib
+import json
 import keyword
 import shlex
 import sys
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -25,7 +27,15 @@ PROG = "python -m parabatch.testing"
 
 
 def _dotted(text: str) -> bool:
-    return all(p.isidentifier() and not keyword.iskeyword(p) for p in text.split("."))
+    """Whether ``text`` is a dotted name that Python source spells as it is.
+
+    Identifiers in source are NFKC-normalised, so a name that normalisation changes would
+    name another object in the printed line.
+    """
+    return all(
+        p.isidentifier() and not keyword.iskeyword(p) and unicodedata.normalize("NFKC", p) == p
+        for p in text.split(".")
+    )
 
 
 def importable_ref(obj: Any) -> Optional[str]:
@@ -51,6 +61,10 @@ def importable_ref(obj: Any) -> Optional[str]:
     return f"{module}:{qualname}" if found is obj else None
 
 
+# Names the replay lines themselves bind: a placeholder spelled so would be rebound.
+_TAKEN = frozenset({"parabatch", "t"})
+
+
 @dataclass(frozen=True)
 class Named:
     """How a replay line names an object.
@@ -67,14 +81,17 @@ class Named:
 
 
 def _where(obj: Any) -> str:
-    code = getattr(obj, "__code__", None)
-    if code is None:
-        code = getattr(getattr(obj, "__init__", None), "__code__", None)
     qualname = getattr(obj, "__qualname__", None)
-    what = qualname if isinstance(qualname, str) else f"{type(obj).__name__} {obj!r:.60}"
-    if code is not None and qualname is not None:
-        what += f" at {code.co_filename}:{code.co_firstlineno}"
-    return " ".join(what.split())  # one line: a comment must not end early
+    if isinstance(qualname, str):
+        what = qualname
+        code = getattr(obj, "__code__", None)
+        if code is not None:
+            what += f" at {code.co_filename}:{code.co_firstlineno}"
+    else:
+        cls = type(obj)
+        what = f"{cls.__module__}.{cls.__qualname__} object {obj!r:.80}"
+    # One line of printable text: a comment must not end early nor hold a NUL.
+    return " ".join("".join(c if c.isprintable() else " " for c in what).split())
 
 
 def name(obj: Any, role: str, placeholder: str) -> Named:
@@ -93,10 +110,10 @@ def name(obj: Any, role: str, placeholder: str) -> Named:
         return Named(f"{module}.{qualname}", f"import {module}; ", ref=ref)
     qual = getattr(obj, "__qualname__", None)
     main = getattr(obj, "__module__", None) == "__main__"
-    if main and isinstance(qual, str) and _dotted(qual):
+    if main and isinstance(qual, str) and _dotted(qual) and qual.split(".")[0] not in _TAKEN:
         return Named(qual, comment=f"  # run in the script that defines {qual}")
     short = getattr(obj, "__name__", None)
-    if isinstance(short, str) and short.isidentifier() and not keyword.iskeyword(short):
+    if isinstance(short, str) and "." not in short and _dotted(short) and short not in _TAKEN:
         placeholder = short
     return Named(
         placeholder,
@@ -121,7 +138,7 @@ def check_line(fn: Any, schedule: str, trace_names: Sequence[str] = ()) -> str:
     extra = f", trace_modules={list(trace_names)!r}" if trace_names else ""
     return (
         f"{n.imports}import parabatch.testing; "
-        f'parabatch.testing.replay({n.expr}, "{schedule}"{extra}){n.comment}'
+        f"parabatch.testing.replay({n.expr}, {json.dumps(schedule)}{extra}){n.comment}"
     )
 
 
