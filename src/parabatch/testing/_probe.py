@@ -63,9 +63,11 @@ class _CopyTag:
 class Journal:
     """What the probes and the coordinator did in one run, in order."""
 
-    def __init__(self, parallel: bool = True, copy_cap: int = 1) -> None:
+    def __init__(self, parallel: bool = True, copy_cap: int = 1, moments: bool = True) -> None:
         self.lock = _allocate_lock()  # held briefly, never across a scheduling point
         self.parallel = parallel
+        #: count copies as each is made (exact only when one thread runs at a time)
+        self.moments = moments
         self.attempts: dict[str, int] = {}
         self.in_flight = 0
         self.max_in_flight = 0
@@ -128,8 +130,8 @@ class Journal:
         """A copy of the chain was made: count the copies alive at this moment."""
         with self.lock:
             self.copies.append(weakref.ref(tag))
-            if self.copies_over is not None:
-                return  # already over: one finding per run, no more collections
+            if self.copies_over is not None or not self.moments:
+                return  # already over (one finding per run), or not counted as made
             alive = self._alive()
         self.copies_peak = max(self.copies_peak, alive)
         if alive > self.copy_cap:
@@ -286,13 +288,17 @@ class RunRecord:
     progress_seen: bool
 
 
-def run_scenario(factory: Factory, scenario: Scenario) -> RunRecord:
+def run_scenario(factory: Factory, scenario: Scenario, *, moments: bool = True) -> RunRecord:
     """Build the chain, run the subject on ``scenario`` once, and return what happened.
 
-    Runs under whatever scheduler is active (or on real threads when none is).
+    Runs under whatever scheduler is active (or on real threads when none is). ``moments``
+    counts the copies of the chain alive each time one is made; that count is exact only
+    under the controlled scheduler, where no other thread runs between the collection and
+    the count. On free-running threads (``moments=False``) copies are counted after the
+    run only.
     """
     cap = scenario.max_concurrent if scenario.parallel else 1
-    journal = Journal(parallel=scenario.parallel, copy_cap=cap)
+    journal = Journal(parallel=scenario.parallel, copy_cap=cap, moments=moments)
     fail = dict(zip(scenario.items, scenario.fail))
     node = Probe(journal, fail)
     chain = NamespacedNodeWrapper(

@@ -47,12 +47,17 @@ __all__ = [
 
 
 def _checked(
-    factory: Factory, scenario: Scenario, table: OutcomeTable, counter: list[int]
+    factory: Factory,
+    scenario: Scenario,
+    table: OutcomeTable,
+    counter: list[int],
+    *,
+    moments: bool = True,
 ) -> Callable[[], None]:
     """The checked function for one scenario: run, classify, count, raise on FORBIDDEN."""
 
     def checked() -> None:
-        run = run_scenario(factory, scenario)
+        run = run_scenario(factory, scenario, moments=moments)
         outcomes, why = classify(run)
         table.add(outcomes)
         counter[0] += 1
@@ -308,7 +313,7 @@ def verify_batch_node(
     with young_heap():
         for scenario, iterations in plan():
             counter = [0, 0]
-            fn = _checked(factory, scenario, report.table, counter)
+            fn = _checked(factory, scenario, report.table, counter, moments=strategy != "stress")
             sub_seed = rng.randrange(2**32)
             if strategy == "pct":
                 result = check_pct(fn, iterations, depth, sub_seed, trace_modules=traced, **common)
