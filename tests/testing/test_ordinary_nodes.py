@@ -7,40 +7,13 @@ the scheduler to control those as it controls its own primitives.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import pytest
 
-from parabatch.testing import check_random, verify_batch_node
+from parabatch.testing import verify_batch_node
 
 from .ordinary_nodes import PollingBatch, QueueWorkersBatch, _Batch
-
-NEEDS_PLAIN_THREADING = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "needs the scheduler's control of plain threading: threading.Thread, Lock, "
-        "Condition, queue.Queue and `from concurrent.futures import wait` with a timeout"
-    ),
-)
-
-
-def _plain_threading() -> None:
-    box: list[int] = []
-    t = threading.Thread(target=box.append, args=(1,))
-    t.start()
-    t.join()
-    with ThreadPoolExecutor(1) as pool:
-        wait([pool.submit(box.append, 2)], timeout=0.1)
-    assert box == [1, 2], box
-
-
-def _require_plain_threading() -> None:
-    """Fail at once where a full verification would crawl: each real 0.1 s poll is spent."""
-    result = check_random(_plain_threading, iterations=2, seed=0, raise_on_failure=False)
-    if not result.ok:
-        pytest.fail(f"plain threading is not controlled: {result.failure}")
 
 
 def _with_bug(cls: type[_Batch], bug: str) -> type[_Batch]:
@@ -48,10 +21,8 @@ def _with_bug(cls: type[_Batch], bug: str) -> type[_Batch]:
     return type(f"{cls.__name__}_{bug}", (cls,), {"bug": bug, "__module__": cls.__module__})
 
 
-@NEEDS_PLAIN_THREADING
 @pytest.mark.parametrize("cls", [PollingBatch, QueueWorkersBatch])
 def test_an_ordinary_node_verifies_clean_at_the_default_budget(cls: type[_Batch]) -> None:
-    _require_plain_threading()
     report = verify_batch_node(cls, stop_on_forbidden=True)  # stops only if it fails
     assert report.ok, report.format()
     assert report.schedules == 1000
@@ -71,24 +42,18 @@ def test_an_ordinary_node_verifies_clean_at_the_default_budget(cls: type[_Batch]
 @pytest.mark.parametrize(
     ("cls", "bug", "caught_by"),
     [
-        pytest.param(PollingBatch, "racy_log", {"calls"}, marks=NEEDS_PLAIN_THREADING),
-        # Found in the first parallel run, before the first poll: needs no control.
+        (PollingBatch, "racy_log", {"calls"}),
         (PollingBatch, "shared_chain", {"params", "isolation"}),
-        pytest.param(PollingBatch, "keeps_submitting", {"fail_fast"}, marks=NEEDS_PLAIN_THREADING),
-        pytest.param(
-            QueueWorkersBatch, "if_not_while", {"exactly_once"}, marks=NEEDS_PLAIN_THREADING
-        ),
-        pytest.param(
-            QueueWorkersBatch, "copy_per_worker", {"isolation"}, marks=NEEDS_PLAIN_THREADING
-        ),
+        (PollingBatch, "keeps_submitting", {"fail_fast"}),
+        (QueueWorkersBatch, "if_not_while", {"exactly_once"}),
+        (QueueWorkersBatch, "copy_per_worker", {"isolation"}),
     ],
 )
 def test_an_ordinary_node_with_one_bug_is_caught(
     cls: type[_Batch], bug: str, caught_by: set[str]
 ) -> None:
     if bug != "shared_chain":
-        _require_plain_threading()
-    report = verify_batch_node(_with_bug(cls, bug), stop_on_forbidden=True)
+        report = verify_batch_node(_with_bug(cls, bug), stop_on_forbidden=True)
     assert not report.ok
     flagged = {prop for prop, _, _ in report.table.forbidden()}
     assert flagged & caught_by, report.format()

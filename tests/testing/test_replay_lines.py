@@ -166,16 +166,16 @@ def _odd_function(module: Optional[str], qualname: str, short: str) -> Callable[
     qualname=st.one_of(_text, st.sampled_from(["path", "t", "parabatch", "a.b", "if"])),
     short=st.one_of(_text, st.sampled_from(["<lambda>", "t", "ok", "class"])),
     schedule=_text,
-    traced=st.lists(_text, max_size=2),
+    traced=st.one_of(st.none(), st.lists(_text, max_size=2)),
 )
 def test_every_line_is_one_line_of_valid_python(
-    module: Optional[str], qualname: str, short: str, schedule: str, traced: list[str]
+    module: Optional[str], qualname: str, short: str, schedule: str, traced: Optional[list[str]]
 ) -> None:
     fn = _odd_function(module, qualname, short)
     for line in (
         check_line(fn, schedule, traced),
-        scenario_line(fn, '{"items": []}', schedule, traced),
-        scenario_line(qualname, schedule, schedule, traced),
+        scenario_line(fn, '{"items": []}', schedule, traced or ()),
+        scenario_line(qualname, schedule, schedule, traced or ()),
     ):
         assert "\n" not in line and "\r" not in line
         compile(line, "<replay line>", "exec")

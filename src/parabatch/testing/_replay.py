@@ -124,18 +124,21 @@ def name(obj: Any, role: str, placeholder: str) -> Named:
     )
 
 
-def check_line(fn: Any, schedule: str, trace_names: Sequence[str] = ()) -> str:
+def check_line(fn: Any, schedule: str, trace_names: Optional[Sequence[str]] = None) -> str:
     """The line that reruns one schedule of a check: ``parabatch.testing.replay(fn, ...)``.
+
+    ``trace_names`` are the modules the check traced, as given (None: the default, user
+    code, which the replay's default traces too; empty: nothing).
 
     Example:
         >>> from parabatch.testing._replay import check_line
-        >>> check_line(check_line, "0.1", ["pkg.mod"])  # doctest: +NORMALIZE_WHITESPACE
+        >>> check_line(check_line, "0.1", [])  # doctest: +NORMALIZE_WHITESPACE
         'import parabatch.testing._replay; import parabatch.testing;
          parabatch.testing.replay(parabatch.testing._replay.check_line, "0.1",
-         trace_modules=[\\'pkg.mod\\'])'
+         trace_modules=[])'
     """
     n = name(fn, "checked function", "fn")
-    extra = f", trace_modules={list(trace_names)!r}" if trace_names else ""
+    extra = "" if trace_names is None else f", trace_modules={list(trace_names)!r}"
     return (
         f"{n.imports}import parabatch.testing; "
         f"parabatch.testing.replay({n.expr}, {json.dumps(schedule)}{extra}){n.comment}"

@@ -129,7 +129,7 @@ class VerifyReport:
         >>> from parabatch.testing.broken import Unbounded
         >>> report = verify_batch_node(Unbounded, budget=100, seed=0)
         >>> report.ok, [p for p, _, _ in report.table.forbidden()]
-        (False, ['bound'])
+        (False, ['bound', 'copies'])
     """
 
     subject: str
@@ -353,7 +353,8 @@ def replay_scenario(
     table = OutcomeTable()
     fn = _checked(subject, scenario, table, [0, 0])
     traced = _trace_modules(subject, trace)
-    result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
+    with young_heap():
+        result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
     if result.failure is not None:
         # The scheduler names the inner checked function; name the line that reruns this.
         line = scenario_line(subject, scenario.to_json(), schedule, traced)
@@ -381,7 +382,7 @@ def detection(
         >>> from parabatch.testing.broken import NoCopy
         >>> found = detection(NoCopy, seeds=range(3), budget=100)
         >>> found["caught"], found["properties"]
-        (3, ['params'])
+        (3, ['isolation', 'params'])
     """
     found: list[int] = []
     first: Optional[Counterexample] = None
@@ -442,20 +443,21 @@ def shrink(
         fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
         return not replay(fn, schedule, trace_modules=traced, raise_on_failure=False).ok
 
-    try:
-        scenario, schedule = find(
-            st.tuples(scenarios(), schedules()),
-            forbidden,
-            settings=settings(
-                max_examples=budget,
-                database=None,
-                deadline=None,
-                suppress_health_check=list(HealthCheck),
-            ),
-            random=random.Random(seed),
-        )
-    except NoSuchExample:
-        return None
-    fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
-    result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
+    with young_heap():
+        try:
+            scenario, schedule = find(
+                st.tuples(scenarios(), schedules()),
+                forbidden,
+                settings=settings(
+                    max_examples=budget,
+                    database=None,
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                ),
+                random=random.Random(seed),
+            )
+        except NoSuchExample:
+            return None
+        fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
+        result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
     return _counterexample(result, scenario, factory, traced)
