@@ -52,8 +52,7 @@ def test_an_ordinary_node_verifies_clean_at_the_default_budget(cls: type[_Batch]
 def test_an_ordinary_node_with_one_bug_is_caught(
     cls: type[_Batch], bug: str, caught_by: set[str]
 ) -> None:
-    if bug != "shared_chain":
-        report = verify_batch_node(_with_bug(cls, bug), stop_on_forbidden=True)
+    report = verify_batch_node(_with_bug(cls, bug), stop_on_forbidden=True)
     assert not report.ok
     flagged = {prop for prop, _, _ in report.table.forbidden()}
     assert flagged & caught_by, report.format()
