@@ -82,22 +82,26 @@ def _cut(grid: list[list[str]], column: int, room: int) -> None:
             row[column] = row[column][: max(room - 3, 1)] + "..."
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def scenario_summary(scenario: str) -> str:
     """A certificate's scenario in a few words: its prefix, items, workers, mode, attempts.
 
     Example:
         >>> scenario_summary('group {"items":["a","b"],"fail":[1,0],"parallel":true,'
         ...     '"max_concurrent":2,"max_retries":2,"error_handling":"continue","call_log":"gil"}')
-        'group: 2 items, 2 workers, continue, 2 attempts, fails [1, 0], gil'
+        'group: 2 items, 2 workers, continue, 2 attempts, fails [1,0], gil'
     """
     prefix, brace, rest = scenario.partition("{")
     try:
         s = json.loads(brace + rest)
+        workers = s["max_concurrent"] if s.get("parallel", True) else 1
         summary = (
-            f"{len(s['items'])} items, "
-            f"{s['max_concurrent'] if s.get('parallel', True) else 1} workers, "
-            f"{s['error_handling']}, {s['max_retries']} attempts, fails {s['fail']}, "
-            f"{s['call_log']}"
+            f"{_count(len(s['items']), 'item')}, {_count(workers, 'worker')}, "
+            f"{s['error_handling']}, {_count(s['max_retries'], 'attempt')}, "
+            f"fails {json.dumps(s['fail'], separators=(',', ':'))}, {s['call_log']}"
         )
     except (ValueError, KeyError, TypeError):
         return scenario if len(scenario) <= 60 else scenario[:57] + "..."
@@ -171,7 +175,7 @@ class StressReport:
                 [prop, key, expect + (" <-- SEEN" if hot else ""), *(f"{c:,}" for c in counts)]
             )
         right = range(3, 3 + len(labels))
-        return text_table(["property", "outcome", "expect", *labels], rows, right=right, keep=2)
+        return text_table(["property", "outcome", "expect", *labels], rows, right=right, keep=3)
 
     def controls_rows(self) -> list[list[str]]:
         rows = []
@@ -259,7 +263,7 @@ class StressReport:
             ]
             for c in self.certificates
         ]
-        head = ["id", "scenario", "bound", "switch at", "schedules", "exhausted", "verdict"]
+        head = ["id", "scenario", "bound", "at", "schedules", "exhausted", "verdict"]
         return text_table(head, rows, right=[2, 4])
 
     def certificates_md(self) -> str:

@@ -4,6 +4,7 @@ As a process, the command also owns Ctrl-C: the first one interrupts the run (sh
 commands are stopped, what finished is written, exit code 130) and the process exits at
 once, without waiting for items still running in worker threads; a second Ctrl-C while
 that happens stops the shell commands and exits 130 immediately, writing nothing more.
+SIGTERM and SIGHUP do the same, with exit codes 143 and 129 (128 + the signal).
 
 Example:
     >>> import io
@@ -25,26 +26,44 @@ from .workflow._cli import EXIT_INTERRUPTED, main
 from .workflow._nodes import SHELL_COMMANDS
 
 
-class _CtrlC:
-    """SIGINT handler: the first raises KeyboardInterrupt, the next one exits now."""
+class _Stop:
+    """Handler of SIGINT, SIGTERM and SIGHUP: the first raises KeyboardInterrupt (so the
+    run stops as on Ctrl-C), the next one stops the shell commands and exits now."""
 
     def __init__(self) -> None:
-        self.seen = False
+        self.signum: Optional[int] = None
+
+    @property
+    def code(self) -> int:
+        """The exit code: the shell's 128 + the signal's number (130 for Ctrl-C)."""
+        return 128 + (signal.SIGINT if self.signum is None else self.signum)
 
     def __call__(self, signum: int, frame: Optional[FrameType]) -> None:
-        first, self.seen = not self.seen, True
+        first = self.signum is None
+        if first:
+            self.signum = signum
         if not SHELL_COMMANDS.may_interrupt():
             return  # raised by the shell command being started, once it can be stopped
         if first:
             raise KeyboardInterrupt
         SHELL_COMMANDS.stop(timeout=1.0)
         os.write(2, b"\nparabatch: interrupted again; exiting now\n")
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(self.code)
+
+
+_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 def _run() -> int:
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _CtrlC())  # not when ignored (a background job)
+    stop = _Stop()
+    for name in _SIGNALS:
+        number = getattr(signal, name, None)
+        if number is None:
+            continue  # no SIGHUP on Windows
+        current = signal.getsignal(number)
+        # An ignored signal stays ignored (SIGINT in a background job, SIGHUP under nohup).
+        if current is signal.default_int_handler or current == signal.SIG_DFL:
+            signal.signal(number, stop)
     try:
         code = main()
     except KeyboardInterrupt:  # landed outside the run: while loading, or writing
@@ -60,7 +79,7 @@ def _run() -> int:
         # interpreter would wait for at exit: end the process now.
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.flush()
-        os._exit(code)
+        os._exit(stop.code)
     return code
 
 

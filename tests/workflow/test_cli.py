@@ -92,7 +92,7 @@ def test_a_failed_workflow_exits_1_and_still_prints_what_it_got(tmp_path: Path) 
     }
     code, out, err = cli("run", write(tmp_path / "wf.json", doc))
     assert code == 1
-    assert err.startswith("parabatch: node 'fail' failed: CalledProcessError: Command")
+    assert err.startswith("parabatch: node 'fail' failed: ShellCommandError: Command")
     result = json.loads(out)
     assert [r["summary"] for r in result["ask"]["results"]] == ["Summary: a", "Summary: b"]
 
@@ -475,3 +475,72 @@ def test_version() -> None:
         check=False,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"parabatch {__version__}\n", "")
+
+
+@pytest.mark.parametrize("value", ['"user data"', "[1, 2]", "3"])
+def test_a_shared_key_that_is_a_node_id_and_not_an_object_exits_2(
+    tmp_path: Path, value: str
+) -> None:
+    """The node's outputs replaced the user's value without a word."""
+    shared = write(tmp_path / "shared.json", '{"summarise": ' + value + "}")
+    code, _, err = cli("run", str(EXAMPLE), "--shared", shared)
+    assert code == 2
+    assert (
+        f"key 'summarise' is also a node id; the node's outputs go there and would replace {value}"
+        in err
+    )
+
+
+def test_an_output_name_ending_in_a_slash_is_refused(tmp_path: Path) -> None:
+    """``--output results/`` wrote a file called ``results``."""
+    path, marker = touch_workflow(tmp_path)
+    target = str(tmp_path / "results") + "/"
+    code, _, err = cli("run", path, "--output", target, *node_type("touch", Touch))
+    assert (
+        code == 2
+        and err == f"parabatch: --output {target!r}: names a directory (give a file name)\n"
+    )
+    assert not marker.exists() and not (tmp_path / "results").exists()
+
+
+def not_a_node() -> int:
+    return 42
+
+
+def broken_factory() -> Node:
+    raise RuntimeError("factory broke")
+
+
+@pytest.mark.parametrize(
+    ("factory", "needle"),
+    [
+        ("not_a_node", "its factory returned 42, not a pocketflow node"),
+        ("broken_factory", "its factory raised RuntimeError: factory broke"),
+    ],
+)
+def test_a_node_type_whose_factory_fails_exits_2_before_running(
+    tmp_path: Path, factory: str, needle: str
+) -> None:
+    """It was exit 1, 'workflow failed', after printing an empty result."""
+    doc = {"nodes": [{"id": "a", "type": "x"}]}
+    path = write(tmp_path / "wf.json", doc)
+    spec = ["--node-type", f"x=tests.workflow.test_cli:{factory}"]
+    for command in ("validate", "run"):
+        code, out, err = cli(command, path, *spec)
+        assert (code, out) == (2, "")
+        assert err == f"parabatch: node type 'x' (for node 'a'): {needle}\n"
+
+
+class LongError(Node):  # type: ignore[misc]
+    def exec(self, _: Any) -> None:
+        raise ValueError("x" * 10_000)
+
+
+def test_a_very_long_error_is_cut_saying_how_much(tmp_path: Path) -> None:
+    doc = {"nodes": [{"id": "long", "type": "long"}]}
+    code, _, err = cli("run", write(tmp_path / "wf.json", doc), *node_type("long", LongError))
+    assert code == 1
+    assert (
+        err
+        == f"parabatch: node 'long' failed: ValueError: {'x' * 2000}... (8000 more characters)\n"
+    )

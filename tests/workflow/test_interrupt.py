@@ -148,17 +148,19 @@ def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
         pytest.fail(f"still running {SAFETY} s after Ctrl-C; stderr:\n{err}")
 
 
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_exits_130_at_once_and_stops_every_shell_process_group(
-    tmp_path: Path, pid_dir: Path
+    tmp_path: Path, pid_dir: Path, signum: int, code: int
 ) -> None:
+    """It lived until in-flight items ended; SIGTERM left the shell commands running."""
     proc = start_cli(tmp_path, interrupted_workflow(pid_dir))
     wait_for(lambda: len(list(pid_dir.glob("*.pids"))) == 3, "three shell commands")
     wait_for((pid_dir / "m").exists, "the Python node to start")
     pids = pids_in(pid_dir)
     assert len(pids) == 6 and not any(dead(p) for p in pids)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = finish(proc)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and "parabatch: interrupted" in err
     assert "__llm_calls__" in json.loads(out)  # what finished is still written
     wait_for(lambda: all(dead(p) for p in pids), f"the shells and their children {pids} to end")
@@ -181,7 +183,7 @@ def test_a_second_ctrl_c_exits_130_without_a_traceback_or_orphans(
 def test_the_second_ctrl_c_handler_stops_the_shells_and_exits_now(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from parabatch.__main__ import _CtrlC
+    from parabatch.__main__ import _Stop
 
     calls: list[str] = []
 
@@ -194,7 +196,7 @@ def test_the_second_ctrl_c_handler_stops_the_shells_and_exits_now(
 
     monkeypatch.setattr(os, "_exit", fake_exit)
     monkeypatch.setattr(SHELL_COMMANDS, "stop", lambda timeout: calls.append("stop") or [])
-    handler = _CtrlC()
+    handler = _Stop()
     with pytest.raises(KeyboardInterrupt):
         handler(signal.SIGINT, None)
     assert calls == []
@@ -207,10 +209,10 @@ def test_a_ctrl_c_while_a_command_starts_is_raised_once_it_can_be_stopped(
     monkeypatch: pytest.MonkeyPatch, pid_dir: Path
 ) -> None:
     """A KeyboardInterrupt inside Popen would leave a started child that nothing lists."""
-    from parabatch.__main__ import _CtrlC
+    from parabatch.__main__ import _Stop
 
     commands = SHELL_COMMANDS  # the one the handler asks
-    handler = _CtrlC()
+    handler = _Stop()
     real_popen = subprocess.Popen
 
     def popen_hit_by_ctrl_c(*args: Any, **kwargs: Any) -> Any:

@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import os
+import pickle
 import signal
 import subprocess
 import time
@@ -115,6 +116,21 @@ def test_shell_nonzero_exit_raises_unless_check_is_false() -> None:
     assert info.value.returncode == 3 and info.value.stderr == "oops\n"
     out = run(ShellNode(), {"cmd": ["sh", "-c", "exit 3"], "check": False})
     assert out["returncode"] == 3
+
+
+def test_shell_failure_says_why_with_the_end_of_stderr() -> None:
+    """A failed command said only its exit status: its stderr went nowhere."""
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        run(ShellNode(), {"cmd": ["sh", "-c", "echo 'cannot open x' >&2; exit 2"]})
+    assert str(info.value) == (
+        "Command '['sh', '-c', \"echo 'cannot open x' >&2; exit 2\"]' returned non-zero exit "
+        "status 2; stderr: cannot open x"
+    )
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        run(ShellNode(), {"cmd": ["sh", "-c", "head -c 2000 /dev/zero | tr '\\0' e >&2; exit 1"]})
+    assert str(info.value).endswith("; stderr: ..." + "e" * 500)
+    back = pickle.loads(pickle.dumps(info.value))
+    assert (type(back), str(back), back.stderr) == (type(info.value), str(info.value), "e" * 2000)
 
 
 def test_shell_timeout_raises() -> None:

@@ -30,6 +30,9 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _CALLS_KEY = "__llm_calls__"
 
+#: The longest error message printed whole (a server's page, a command's whole output).
+_LONGEST = 2000
+
 
 class _Invalid(Exception):
     """A usage problem found after parsing (bad --shared file, bad --node-type, --output)."""
@@ -57,7 +60,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shared", type=Path, help="a JSON object: the initial shared store")
     run.add_argument(
         "--output",
-        type=Path,
         help="write the results to this file (replaced whole once the run ends) "
         "instead of stdout; its directory must exist",
     )
@@ -93,6 +95,45 @@ def _registry(specs: Sequence[str]) -> NodeRegistry:
     return registry
 
 
+def _check_factories(workflow: dict[str, Any], registry: NodeRegistry) -> None:
+    """Build each node once before anything runs: a factory that fails is a usage error."""
+    checked: set[str] = set()
+    for node_id, node_type in _task_types(workflow["nodes"]):
+        if node_type in checked:
+            continue
+        checked.add(node_type)
+        try:
+            node = registry[node_type].factory()
+        except Exception as exc:
+            raise _Invalid(
+                f"node type {node_type!r} (for node {node_id!r}): its factory raised "
+                f"{_describe(exc)}"
+            ) from None
+        if not callable(getattr(node, "_run", None)):
+            raise _Invalid(
+                f"node type {node_type!r} (for node {node_id!r}): its factory returned "
+                f"{_short_repr(node)}, not a pocketflow node"
+            )
+
+
+def _task_types(nodes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for node in nodes:
+        if node["type"] == GROUP_TYPE:
+            out.extend(_task_types(node["children"]))
+        else:
+            out.append((node["id"], node["type"]))
+    return out
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _initial_shared(path: Optional[Path], workflow: dict[str, Any]) -> dict[str, Any]:
     if path is None:
         return {}
@@ -104,11 +145,21 @@ def _initial_shared(path: Optional[Path], workflow: dict[str, Any]) -> dict[str,
     if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
         # Every node appends its call records here; anything else fails mid-run.
         raise _Invalid(f"{where}: {_CALLS_KEY} must be a list of call records (objects)")
+    for node_id in sorted(_all_ids(workflow)):
+        if node_id in shared and not isinstance(shared[node_id], dict):
+            raise _Invalid(
+                f"{where}: key {node_id!r} is also a node id; the node's outputs go there "
+                f"and would replace {_short(shared[node_id])} (rename the key)"
+            )
     if _CALLS_KEY in shared:
         from .. import CallLog  # the run appends from several threads: keep the lock
 
         shared[_CALLS_KEY] = CallLog(calls)
     return shared
+
+
+def _all_ids(workflow: dict[str, Any]) -> set[str]:
+    return {n["id"] for n in workflow["nodes"]} | set(_groups(workflow))
 
 
 def _short(value: Any) -> str:
@@ -126,17 +177,20 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_output(path: Optional[Path], workflow_file: Path) -> None:
+def _check_output(name: Optional[str], workflow_file: Path) -> Optional[Path]:
     """Refuse, before anything runs, an --output the results could not be written to."""
-    if path is None:
-        return
-    where = f"--output {str(path)!r}"
+    if name is None:
+        return None
+    path = Path(name)
+    where = f"--output {name!r}"
     if path.is_dir():
         raise _Invalid(f"{where}: is a directory (give a file name)")
+    if name.endswith(("/", os.sep)):
+        raise _Invalid(f"{where}: names a directory (give a file name)")
     if _same_file(path, workflow_file):
         raise _Invalid(f"{where}: is the workflow file itself")
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):
-        return  # /dev/stdout, a pipe: written in place
+        return path  # /dev/stdout, a pipe: written in place
     parent = path.parent
     if not parent.exists():
         raise _Invalid(f"{where}: no such directory {str(parent)!r}")
@@ -149,6 +203,7 @@ def _check_output(path: Optional[Path], workflow_file: Path) -> None:
         raise _Invalid(f"{where}: cannot write in {str(parent)!r}: {_reason(exc)}") from None
     os.close(fd)
     os.remove(probe)
+    return path
 
 
 def _reason(exc: OSError) -> str:
@@ -248,6 +303,8 @@ def _describe(exc: BaseException) -> str:
         text = str(exc)
     except Exception:
         text = f"<unprintable {type(exc).__name__}>"
+    if len(text) > _LONGEST:
+        text = f"{text[:_LONGEST]}... ({len(text) - _LONGEST} more characters)"
     text = "".join(
         c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
         for c in text
@@ -273,7 +330,7 @@ def _groups(workflow: dict[str, Any]) -> dict[str, str]:
 def _failed_node(exc: BaseException, workflow: dict[str, Any], shared: Any) -> Optional[str]:
     """The id of the innermost workflow node the exception went through, if any."""
     groups = _groups(workflow)
-    ids = {n["id"] for n in workflow["nodes"]} | set(groups)
+    ids = _all_ids(workflow)
     found: Optional[str] = None
     tb = exc.__traceback__
     while tb is not None:
@@ -350,12 +407,13 @@ def main(
     try:
         registry = _registry(args.node_type)
         workflow = load_workflow(args.workflow, registry=registry)
+        _check_factories(workflow, registry)
         if args.command == "validate":
             count = len(workflow["nodes"])
             out.write(f"ok: {count} node(s), start {workflow['start']}\n")
             return EXIT_OK
         shared = _initial_shared(args.shared, workflow)
-        _check_output(args.output, args.workflow)
+        output = _check_output(args.output, args.workflow)
     except (WorkflowError, _Invalid) as exc:
         err.write(f"parabatch: {exc}\n")
         return EXIT_INVALID
@@ -382,6 +440,6 @@ def main(
         # A node failed: report it, and still write what the workflow got done.
         err.write(f"parabatch: {_failure(exc, workflow, shared)}\n")
         code = EXIT_FAILED
-    if not _emit(shared, args.output, out, err) and code == EXIT_OK:
+    if not _emit(shared, output, out, err) and code == EXIT_OK:
         code = EXIT_FAILED
     return code

@@ -34,6 +34,7 @@ __all__ = [
     "SHELL_COMMANDS",
     "CollectNode",
     "HttpNode",
+    "ShellCommandError",
     "ShellCommands",
     "ShellNode",
     "ShellStoppedError",
@@ -267,7 +268,8 @@ class ShellNode(_OutputNode):
     Params: ``cmd`` (a list of strings, required), ``stdin`` (text; any other value is
     sent as JSON; default: no input), ``timeout`` in seconds (default 30, at most
     :data:`MAX_SECONDS`), ``check`` (default true: a non-zero exit raises
-    ``subprocess.CalledProcessError``). Output: ``stdout``, ``stderr`` (UTF-8, invalid
+    :class:`ShellCommandError`, a ``subprocess.CalledProcessError`` whose message ends
+    with the command's stderr). Output: ``stdout``, ``stderr`` (UTF-8, invalid
     bytes replaced), ``returncode``.
 
     The command starts in a new session, listed in :data:`SHELL_COMMANDS`; on a timeout
@@ -323,8 +325,29 @@ class ShellNode(_OutputNode):
         finally:
             SHELL_COMMANDS.done(proc)
         if params.get("check", True) and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd, out, err)
+            raise ShellCommandError(proc.returncode, cmd, out, err)
         return {"stdout": out, "stderr": err, "returncode": proc.returncode}
+
+
+class ShellCommandError(subprocess.CalledProcessError):
+    """A shell node's command exited non-zero: the message ends with its stderr's last
+    500 characters, so a failure reported anywhere (the CLI, a batch's error record) says
+    why, not only that it failed.
+
+    Example:
+        >>> print(ShellCommandError(2, ["ls", "nope"], "", "ls: nope: No such file\\n"))
+        Command '['ls', 'nope']' returned non-zero exit status 2; stderr: ls: nope: No such file
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__().rstrip(".")
+        tail = self.stderr.strip() if isinstance(self.stderr, str) else ""
+        if len(tail) > 500:
+            tail = "..." + tail[-500:]
+        return f"{text}; stderr: {tail}" if tail else f"{text}."
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.returncode, self.cmd, self.output, self.stderr))
 
 
 def _drain(proc: subprocess.Popen[str]) -> tuple[str, str]:
