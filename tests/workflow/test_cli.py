@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -601,3 +602,39 @@ def test_a_shared_file_nested_as_deep_as_json_reads_is_written_back(tmp_path: Pa
     assert result["a"]["summary"] == "Summary: q"
     # Whole where the interpreter converts 900 levels, else cut at 100: never lost.
     assert unwrap(result["deep"]) in [([], 899), ("<nested more than 100 deep>", 100)]
+
+
+def test_the_output_file_gets_the_usual_mode_or_keeps_its_own(tmp_path: Path) -> None:
+    """Written through mkstemp, a new output was readable by its owner only (0o600)."""
+    path, _ = touch_workflow(tmp_path)
+    target = tmp_path / "out.json"
+    old_umask = os.umask(0o022)
+    try:
+        assert cli("run", path, "--output", str(target), *node_type("touch", Touch))[0] == 0
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    target.chmod(0o640)
+    assert cli("run", path, "--output", str(target), *node_type("touch", Touch))[0] == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_an_output_through_a_symlink_replaces_the_file_not_the_link(tmp_path: Path) -> None:
+    path, _ = touch_workflow(tmp_path)
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "out.json"
+    real.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert cli("run", path, "--output", str(link), *node_type("touch", Touch))[0] == 0
+    assert link.is_symlink() and "t" in json.loads(real.read_text())
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["out.json"]
+
+
+def test_a_dangling_output_symlink_is_refused_before_running(tmp_path: Path) -> None:
+    path, marker = touch_workflow(tmp_path)
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "gone" / "out.json")
+    code, _, err = cli("run", path, "--output", str(link), *node_type("touch", Touch))
+    assert code == 2 and f"no such directory '{tmp_path / 'gone'}'" in err
+    assert not marker.exists()

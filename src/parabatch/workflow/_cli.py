@@ -7,6 +7,8 @@ import contextlib
 import importlib
 import json
 import os
+import secrets
+import shutil
 import stat
 import sys
 import tempfile
@@ -197,7 +199,7 @@ def _check_output(name: Optional[str], workflow_file: Path) -> Optional[Path]:
         raise _Invalid(f"{where}: is the workflow file itself")
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):
         return path  # /dev/stdout, a pipe: written in place
-    parent = path.parent
+    parent = path.resolve().parent if path.is_symlink() else path.parent
     if not parent.exists():
         raise _Invalid(f"{where}: no such directory {str(parent)!r}")
     if not parent.is_dir():
@@ -264,12 +266,17 @@ def _write_file(path: Path, text: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return
+    path = path.resolve()  # through a symlink: replace the file, not the link
     # Write beside the target and rename: a failed write never leaves half a file, nor
-    # destroys the previous results.
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # destroys the previous results. Made with mode 0o666 less the umask, as open() would
+    # (mkstemp's 0o600 would hide the results from the group), or the old file's mode.
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        if path.exists():
+            shutil.copymode(path, temp)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
