@@ -15,6 +15,7 @@ The coordinator turns the bytes back into an outcome (:func:`unpack`) and resolv
 from __future__ import annotations
 
 import contextlib
+import importlib
 import pickle
 import threading
 import traceback
@@ -30,6 +31,7 @@ from ._shared import Shared
 __all__ = [
     "RemoteFuture",
     "RemoteItemError",
+    "Scattered",
     "WorkerSetupError",
     "describe_failure",
     "load",
@@ -192,9 +194,38 @@ def pickle_work(work: Any, parts: list[tuple[str, Any]]) -> bytes:
 _lock = threading.Lock()
 _loaded: OrderedDict[str, Any] = OrderedDict()
 
-#: Where a run's pickled work comes from in a worker: the bytes themselves (dask hands
-#: the task the scattered bytes) or the path of a file holding them (a process pool).
-Source = Union[bytes, str]
+
+class Scattered:
+    """A run's pickled work on a dask cluster, by its key: what an item's task carries.
+
+    The probe that runs on every worker before any item has each worker load the work;
+    an item's task finds it there. A worker that has not (one that joined later, or
+    dropped the run from its cache) fetches the bytes once, from its own memory when the
+    broadcast put them there, else through the scheduler.
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Scattered, (self.key,))
+
+    def fetch(self) -> bytes:
+        distributed: Any = importlib.import_module("distributed")
+        worker = distributed.get_worker()
+        data = worker.data.get(self.key) if hasattr(worker.data, "get") else None
+        if not isinstance(data, bytes):
+            client = distributed.get_client()
+            data = client.gather(distributed.Future(self.key, client))
+        assert isinstance(data, bytes)
+        return data
+
+
+#: Where a run's pickled work comes from in a worker: the bytes themselves, the path of a
+#: file holding them (a process pool) or their key on a dask cluster.
+Source = Union[bytes, str, Scattered]
 
 
 def load(run_id: str, source: Source) -> Any:
@@ -204,7 +235,9 @@ def load(run_id: str, source: Source) -> Any:
         if work is not None:
             _loaded.move_to_end(run_id)
             return work
-    if isinstance(source, str):
+    if isinstance(source, Scattered):
+        source = source.fetch()
+    elif isinstance(source, str):
         with open(source, "rb") as f:
             source = f.read()
     # Unpickled outside the lock: a large store must not hold up the other threads'

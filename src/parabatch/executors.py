@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ._remote import (
     RemoteFuture,
     RemoteItemError,
+    Scattered,
     WorkerSetupError,
     pickle_work,
     probe,
@@ -324,8 +325,8 @@ class DaskItemExecutor(Executor):
     Made by the factory :func:`dask_executor` returns. ``bind(work)`` pickles the work
     (refusing what cannot travel), scatters the bytes to every worker
     (``broadcast=True``) and has every worker load it. Each item is then a task
-    submitted with ``pure=False`` whose arguments are the run's key, the scattered data
-    (a reference: it is already on the worker), the index and the item.
+    submitted with ``pure=False`` whose arguments are the run's key, the index and the
+    item: no dependency for the scheduler to track, the work is already loaded there.
 
     The cluster may have more threads than ``limit``: then at most ``limit`` tasks of the
     run are in the cluster at once, the rest wait here and are cancelled here. When it has
@@ -367,6 +368,7 @@ class DaskItemExecutor(Executor):
             self._window = 2 * self.max_workers
         [scattered] = self._client.scatter([data], broadcast=True, hash=False)
         self._data = scattered
+        self._reference = Scattered(scattered.key)
         try:
             probes = [
                 self._client.submit(
@@ -416,7 +418,7 @@ class DaskItemExecutor(Executor):
         task = self._client.submit(
             run_loaded,
             self._data.key,
-            self._data,
+            self._reference,
             outer.index,
             outer.item,
             pure=False,
