@@ -21,16 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from _prototypes import (
-    FastTemplateWrapper,
-    LanesBatchNode,
-    LanesPlannedCopyBatchNode,
-    PlannedCopyBatchNode,
-)
 from pocketflow import AsyncParallelBatchNode, BatchNode, Node
 
 import parabatch
 from parabatch._runner import Collected, ItemOutcome, StopFlag, default_executor, run_parallel
+from parabatch._work import ItemWork
 
 #: Items per parallel run and the concurrency cap.
 N = 1_000
@@ -119,13 +114,9 @@ def chain_params() -> dict[str, Any]:
     return params
 
 
-def make_chain(latency_s: float = 0.0, *, fast_templates: bool = False) -> Any:
-    """The real three-layer wrapper chain around a :class:`SleepNode`.
-
-    ``fast_templates`` swaps in the prototype :class:`_prototypes.FastTemplateWrapper`.
-    """
-    wrapper = FastTemplateWrapper if fast_templates else parabatch.TemplateAwareNodeWrapper
-    inner = wrapper(SleepNode(latency_s), NODE_ID, chain_params())
+def make_chain(latency_s: float = 0.0) -> Any:
+    """The real three-layer wrapper chain around a :class:`SleepNode`."""
+    inner = parabatch.TemplateAwareNodeWrapper(SleepNode(latency_s), NODE_ID, chain_params())
     return parabatch.NamespacedNodeWrapper(inner, NODE_ID)
 
 
@@ -148,18 +139,26 @@ def make_items(n: int) -> list[str]:
 Impl = Callable[[list[Any]], Any]
 
 
+class _DeepcopyWork(ItemWork):
+    def isolate(self, chain: Any) -> Any:
+        return copy.deepcopy(chain)
+
+
 class DeepcopyBatchNode(parabatch.PflowBatchNode):  # type: ignore[misc]
     """The old baseline: each parallel item on ``copy.deepcopy`` of the chain."""
 
-    def _copy_chain(self) -> Any:
-        return copy.deepcopy(self.inner_node)
+    work_class = _DeepcopyWork
+
+
+class _NoCopyWork(ItemWork):
+    def isolate(self, chain: Any) -> Any:
+        return chain
 
 
 class NoCopyBatchNode(parabatch.PflowBatchNode):  # type: ignore[misc]
     """No isolation at all: racy, for attributing costs only."""
 
-    def _copy_chain(self) -> Any:
-        return self.inner_node
+    work_class = _NoCopyWork
 
 
 #: ``isolation`` name -> the batch node class that applies it.
@@ -167,9 +166,6 @@ NODE_CLASSES: dict[str, type] = {
     "default": parabatch.PflowBatchNode,  # whatever the core does (clone, today)
     "deepcopy": DeepcopyBatchNode,
     "none": NoCopyBatchNode,
-    "lanes": LanesBatchNode,
-    "planned": PlannedCopyBatchNode,
-    "lanes_planned": LanesPlannedCopyBatchNode,
 }
 
 
@@ -178,10 +174,9 @@ def pflow(
     *,
     parallel: bool,
     isolation: str = "default",
-    fast_templates: bool = False,
 ) -> Impl:
     """``PflowBatchNode`` (or the subclass named by ``isolation``) over the real chain."""
-    chain = make_chain(latency_s, fast_templates=fast_templates)
+    chain = make_chain(latency_s)
     config = {"items": "${items}", "parallel": parallel, "max_concurrent": C}
     cls = NODE_CLASSES[isolation]
 
@@ -241,6 +236,7 @@ def runner_window(latency_s: float) -> Impl:
             stop_on_failure=False,
             stop=StopFlag(),
             collect=collected.add,
+            failed=lambda: False,
         )
         return collected.results
 
@@ -354,8 +350,6 @@ def batch_node_chain(latency_s: float) -> Impl:
 
 Registry = dict[str, tuple[Callable[[float], Impl], str]]
 
-PROTO = "PROTOTYPE, not in the library"
-
 #: name -> (factory(latency_s) -> Impl, what it is). The floor is ``pool``.
 PARALLEL_IMPLS: Registry = {
     "pool": (pool_map, "ThreadPoolExecutor(10).map, bare function (the floor)"),
@@ -363,10 +357,6 @@ PARALLEL_IMPLS: Registry = {
     "pflow_deepcopy": (
         lambda s: pflow(s, parallel=True, isolation="deepcopy"),
         "PflowBatchNode, copy.deepcopy isolation (old baseline)",
-    ),
-    "pflow_lanes": (
-        lambda s: pflow(s, parallel=True, isolation="lanes"),
-        f"PflowBatchNode with lanes instead of the window ({PROTO})",
     ),
     "window": (runner_window, "run_parallel window, bare function"),
     "gather": (gather_semaphore, "asyncio.gather + Semaphore(10)"),
@@ -392,34 +382,6 @@ ATTRIBUTION_IMPLS: Registry = {
     "pflow": PARALLEL_IMPLS["pflow"],
     "pflow_deepcopy": PARALLEL_IMPLS["pflow_deepcopy"],
 }
-#: The proposed core changes, alone and together, against the current core.
-PROPOSAL_PARALLEL_IMPLS: Registry = {
-    "pool": PARALLEL_IMPLS["pool"],
-    "pflow": PARALLEL_IMPLS["pflow"],
-    "pflow_tpl": (
-        lambda s: pflow(s, parallel=True, fast_templates=True),
-        f"+ templates compiled once ({PROTO})",
-    ),
-    "pflow_plan": (
-        lambda s: pflow(s, parallel=True, isolation="planned"),
-        f"+ copy planned once per batch ({PROTO})",
-    ),
-    "pflow_lanes": PARALLEL_IMPLS["pflow_lanes"],
-    "pflow_all": (
-        lambda s: pflow(s, parallel=True, isolation="lanes_planned", fast_templates=True),
-        f"+ all three: templates, planned copy, lanes ({PROTO})",
-    ),
-}
-PROPOSAL_SEQUENTIAL_IMPLS: Registry = {
-    "batchnode": SEQUENTIAL_IMPLS["batchnode"],
-    "batchnode_chain": SEQUENTIAL_IMPLS["batchnode_chain"],
-    "pflow_seq": SEQUENTIAL_IMPLS["pflow_seq"],
-    "pflow_seq_tpl": (
-        lambda s: pflow(s, parallel=False, fast_templates=True),
-        f"PflowBatchNode sequential + templates compiled once ({PROTO})",
-    ),
-}
-
 
 # -- measuring ---------------------------------------------------------------------------
 

@@ -1,8 +1,7 @@
 """Isolation cost and the per-item parts of parabatch's path, one operation at a time.
 
 Each benchmark is one small operation, so pytest-benchmark calibrates and repeats it; the
-report divides by ``deepcopy`` of the chain measured in the same run. Rows marked
-"(prototype)" time code from ``_prototypes.py``, not the library.
+report divides by ``deepcopy`` of the chain measured in the same run.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable
 
 import pytest
-from _prototypes import check_prototypes_agree, fast_resolve, plan_copier
 from _workloads import NODE_ID, SleepNode, chain_params, make_chain, make_items, make_shared
 
 import parabatch
@@ -51,17 +49,12 @@ def _run_chain() -> Any:
     return _copy_for_run._run(_build_item_shared())
 
 
-_PLANNED = plan_copier(CHAIN)
 _TEMPLATES = CHAIN.inner_node.template_params
 _NS_SHARED = parabatch.NamespacedSharedStore(_build_item_shared(), NODE_ID)
 
 
 def _resolve_all() -> Any:
     return {k: resolve_template(v, _NS_SHARED) for k, v in _TEMPLATES.items()}
-
-
-def _fast_resolve_all() -> Any:
-    return {k: fast_resolve(v, _NS_SHARED) for k, v in _TEMPLATES.items()}
 
 
 def _outcome() -> ItemOutcome:
@@ -82,7 +75,6 @@ def _wait_first() -> Any:
 OPERATIONS: dict[str, Callable[[], Any]] = {
     "deepcopy_chain": lambda: copy.deepcopy(CHAIN),
     "clone_chain": lambda: clone(CHAIN),
-    "planned_copy_chain (prototype)": lambda: _PLANNED(CHAIN),
     "copy_chain": lambda: copy.copy(CHAIN),
     "fresh_chain": _fresh_chain,
     "pickle_roundtrip_chain": lambda: pickle.loads(pickle.dumps(CHAIN)),
@@ -91,7 +83,6 @@ OPERATIONS: dict[str, Callable[[], Any]] = {
     "item_shared_dict": _build_item_shared,
     "chain_run": _run_chain,
     "resolve_4_templates": _resolve_all,
-    "fast_resolve_4_templates (prototype)": _fast_resolve_all,
     "item_outcome": _outcome,
     "wait_first_completed_10": _wait_first,
 }
@@ -103,13 +94,7 @@ def test_chain_is_realistic() -> None:
     assert len(chain_params()) == 10
     assert len(CHAIN.inner_node.template_params) == 4
     assert 600 <= len(pickle.dumps(CHAIN)) <= 2000
-    assert _PLANNED is not clone, "the chain is covered by the planned copy"
-    assert _resolve_all() == _fast_resolve_all()
-
-
-def test_prototypes_agree_with_the_core() -> None:
-    """The prototypes timed here return what the code they would replace returns."""
-    check_prototypes_agree()
+    assert _resolve_all() == {k: resolve_template(v, _NS_SHARED) for k, v in _TEMPLATES.items()}
 
 
 @pytest.mark.parametrize("operation", list(OPERATIONS))

@@ -14,8 +14,6 @@ from _workloads import (
     ATTRIBUTION_IMPLS,
     LATENCIES_MS,
     PARALLEL_IMPLS,
-    PROPOSAL_PARALLEL_IMPLS,
-    PROPOSAL_SEQUENTIAL_IMPLS,
     SEQUENTIAL_IMPLS,
     Mode,
     N,
@@ -57,24 +55,10 @@ def test_attribution(benchmark: Any, mode: Mode) -> None:
     _measure(benchmark, ATTRIBUTION_IMPLS, 0.0, N, mode.rounds(0.0))
 
 
-@pytest.mark.parametrize("latency_ms", (0.0, 1.0, 10.0))
-def test_proposals(benchmark: Any, mode: Mode, latency_ms: float) -> None:
-    """The prototyped core changes (``_prototypes.py``), alone and together, in parallel."""
-    benchmark.group = "proposals"
-    _measure(benchmark, PROPOSAL_PARALLEL_IMPLS, latency_ms, N, mode.rounds(latency_ms))
-
-
-def test_proposals_sequential(benchmark: Any, mode: Mode) -> None:
-    """Sequential at 0 ms: the core, the compiled templates, BatchNode and its fair peer."""
-    benchmark.group = "proposals_sequential"
-    _measure(benchmark, PROPOSAL_SEQUENTIAL_IMPLS, 0.0, N, mode.rounds(0.0))
-
-
 def test_implementations_agree() -> None:
     """Every variant on the real chain, the fair peer included, returns the same results."""
     items = make_items(40)
-    impls = {**PARALLEL_IMPLS, **SEQUENTIAL_IMPLS, **PROPOSAL_PARALLEL_IMPLS}
-    impls.update(PROPOSAL_SEQUENTIAL_IMPLS)
+    impls = {**PARALLEL_IMPLS, **SEQUENTIAL_IMPLS}
     outputs = {
         name: factory(0.0)(items)
         for name, (factory, _) in impls.items()

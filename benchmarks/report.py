@@ -1,4 +1,4 @@
-"""Turn a pytest-benchmark JSON into ``reports/bench.md``, ``bench.json`` and a plot.
+"""Turn a pytest-benchmark JSON into ``reports/bench.md``, ``bench.json`` and ``bench.png``.
 
 Usage::
 
@@ -7,8 +7,12 @@ Usage::
     python benchmarks/report.py reports/bench-raw.json --out reports [--compare old/bench.json]
 
 Every ratio is taken against the floor (a bare ``ThreadPoolExecutor.map``) or PocketFlow's
-``BatchNode`` measured in the same run, as the median of per-round ratios. The targets are
-claims checked here and printed PASS/FAIL; nothing here fails the build.
+``BatchNode`` measured in the same run, as the median of per-round ratios; every other
+figure is a median too. The judged figures are one table, :data:`FIGURES`: functions that
+read the analysed results and return :func:`figure` rows (a value, its unit, a limit);
+the report prints them PASS/FAIL and plots each as a share of its limit. To judge a new
+benchmark, add its group to :func:`analyse` and a function to :data:`FIGURES`. Nothing here
+fails the build.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import os
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 C = 10
+#: The unit of a ratio, the multiplication sign: "1.015" then this.
+TIMES = "\u00d7"
 IDEAL_UNBOUNDED = {"apbn"}  # runs every item at once: ideal wall is L, not ceil(N/C)*L
 #: Fallback labels; a benchmark's own ``extra_info["descriptions"]`` wins.
 LABELS = {
@@ -115,6 +121,8 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         "scheduler": None,
         "proposals": [],
         "proposals_sequential": None,
+        "plugin": None,
+        "workflow": None,
         "other": [],
     }
     for b in raw["benchmarks"]:
@@ -126,8 +134,6 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         elif group == "attribution":
             result["attribution"] = _rows(b, True, "pool")
         elif group == "isolation":
-            # Min, not median: these run one after another, not interleaved, and the
-            # minimum is the estimate least moved by other load on the machine.
             result["isolation"][b["extra_info"]["operation"]] = {
                 "min_us": b["stats"]["min"] * 1e6,
                 "median_us": b["stats"]["median"] * 1e6,
@@ -139,6 +145,14 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             result["proposals"].append(_rows(b, True, "pool"))
         elif group == "proposals_sequential":
             result["proposals_sequential"] = _rows(b, False, "batchnode")
+        elif group == "plugin":
+            result["plugin"] = _plugin(b["extra_info"]["plugin_session"])
+        elif (group or "").startswith("workflow"):
+            wf = result["workflow"] or {"group": group, "median_s": {}}
+            wf["median_s"][(b.get("params") or {}).get("execution", b["name"])] = b["stats"][
+                "median"
+            ]
+            result["workflow"] = wf
         elif "schedules_per_second" in b.get("extra_info", {}):
             sched = result["scheduler"] or []
             per_s = b["extra_info"]["schedules_per_second"]
@@ -153,9 +167,25 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     iso = result["isolation"]
     if "deepcopy_chain" in iso:
         for row in iso.values():
-            row["ratio_to_deepcopy"] = row["min_us"] / iso["deepcopy_chain"]["min_us"]
+            row["ratio_to_deepcopy"] = row["median_us"] / iso["deepcopy_chain"]["median_us"]
+    wf = result["workflow"]
+    if wf and {"sequential", "parallel"} <= set(wf["median_s"]):
+        wf["speedup"] = wf["median_s"]["sequential"] / wf["median_s"]["parallel"]
     result["targets"] = _targets(result)
     return result
+
+
+def _plugin(session: dict[str, Any]) -> dict[str, Any]:
+    """``bench_plugin.py``'s interleaved sessions: medians, and the paired differences' IQR."""
+    with_s, without_s = session["with_s"], session["without_s"]
+    diffs_ms = [(a - b) * 1000 for a, b in zip(with_s, without_s)]
+    return {
+        "runs": session["runs"],
+        "with_ms": statistics.median(with_s) * 1000,
+        "without_ms": statistics.median(without_s) * 1000,
+        "added_ms": (statistics.median(with_s) - statistics.median(without_s)) * 1000,
+        "paired_iqr_ms": _quartiles(diffs_ms),
+    }
 
 
 def _other(b: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +201,6 @@ def _other(b: dict[str, Any]) -> dict[str, Any]:
         "name": b.get("name") or b.get("fullname") or "?",
         "min_s": stats.get("min"),
         "median_s": stats.get("median"),
-        "mean_s": stats.get("mean"),
         "rounds": stats.get("rounds"),
         "extra_info": scalars,
     }
@@ -208,72 +237,98 @@ PARALLEL_TARGETS = ((10.0, 1.01), (1.0, 1.05))
 FLOOR_0MS_LIMIT = 2.0
 MEMORY_LIMIT = 1.5
 SEQUENTIAL_LIMIT = 1.2
+PLUGIN_LIMIT_MS = 25.0
 
 
-def _targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-
-    def add(
-        name: str,
-        value: Optional[float],
-        limit: float,
-        note: str = "",
-        iqr: Optional[tuple[float, float]] = None,
-        kind: str = "target",
-    ) -> None:
-        if value is None:
-            return
+def figure(
+    name: str,
+    value: Optional[float],
+    limit: Optional[float],
+    *,
+    unit: str = TIMES,
+    better: str = "lower",
+    kind: str = "target",
+    note: str = "",
+    iqr: Optional[tuple[float, float]] = None,
+) -> list[dict[str, Any]]:
+    """One judged figure (none when ``value`` is None): PASS when on the right side of
+    ``limit`` (``better="lower"``: value <= limit). ``limit=None``: shown, not judged.
+    ``kind="reference"``: a baseline or a prototype, listed apart and not plotted."""
+    if value is None:
+        return []
+    if limit is None:
+        verdict = "-"
+    elif better == "lower":
         verdict = "PASS" if value <= limit else "FAIL"
-        out.append(
-            {
-                "target": name,
-                "ratio": value,
-                "limit": limit,
-                "verdict": verdict,
-                "note": note,
-                "iqr": iqr,
-                "kind": kind,
-            }
-        )
+    else:
+        verdict = "PASS" if value >= limit else "FAIL"
+    return [
+        {
+            "target": name,
+            "value": value,
+            "unit": unit,
+            "limit": limit,
+            "better": better,
+            "verdict": verdict,
+            "note": note,
+            "iqr": iqr,
+            "kind": kind,
+        }
+    ]
 
+
+def _at(rows: list[dict[str, Any]], latency: float) -> Optional[dict[str, Any]]:
+    return next((r["impls"] for r in rows if r["latency_ms"] == latency), None)
+
+
+def _parallel_figures(res: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for impl, tag, kind in (
         ("pflow", "", "target"),
         ("pflow_deepcopy", " [old baseline: deepcopy]", "reference"),
         ("pflow_lanes", " [lanes PROTOTYPE, not in the library]", "reference"),
     ):
-        for lat, lim in PARALLEL_TARGETS:
+        for lat, lim in (*PARALLEL_TARGETS, (0.0, FLOOR_0MS_LIMIT)):
             row = _at(res["parallel"], lat)
             if row and impl in row:
                 v = row[impl]
-                name = f"PflowBatchNode ÷ pool.map at {lat:g} ms{tag}"
-                add(name, v["ratio_to_floor"], lim, iqr=v["ratio_iqr"], kind=kind)
-        row = _at(res["parallel"], 0.0)
-        if row and impl in row:
-            v = row[impl]
-            name = f"per-item overhead ÷ floor at 0 ms{tag}"
-            add(name, v["ratio_to_floor"], FLOOR_0MS_LIMIT, iqr=v["ratio_iqr"], kind=kind)
+                name = (
+                    f"per-item overhead ÷ floor at 0 ms{tag}"
+                    if lat == 0
+                    else f"PflowBatchNode ÷ pool.map at {lat:g} ms{tag}"
+                )
+                out += figure(name, v["ratio_to_floor"], lim, iqr=v["ratio_iqr"], kind=kind)
+    return out
+
+
+def _memory_figures(res: dict[str, Any]) -> list[dict[str, Any]]:
     mem = res["memory"]
-    if len(mem) >= 2:
-        lo, hi = mem[0], mem[-1]
-        note = "" if hi["n"] == 10**5 else f"short mode: n = {hi['n']:,} instead of 100,000"
-        add(
-            f"memory({hi['n']:.0e}) ÷ memory({lo['n']:.0e}), results excluded",
-            hi["working_bytes"] / lo["working_bytes"],
-            MEMORY_LIMIT,
-            note,
-        )
-        add(
-            f"memory({hi['n']:.0e}) ÷ memory({lo['n']:.0e}), raw peak",
-            hi["peak_bytes"] / lo["peak_bytes"],
-            MEMORY_LIMIT,
-            "the results themselves grow with n, by design",
-            kind="reference",
-        )
+    if len(mem) < 2:
+        return []
+    lo, hi = mem[0], mem[-1]
+    note = "" if hi["n"] == 10**5 else f"short mode: n = {hi['n']:,} instead of 100,000"
+    what = f"memory({hi['n']:.0e}) ÷ memory({lo['n']:.0e})"
+    return figure(
+        f"{what}, results excluded",
+        hi["working_bytes"] / lo["working_bytes"],
+        MEMORY_LIMIT,
+        note=note,
+    ) + figure(
+        f"{what}, raw peak",
+        hi["peak_bytes"] / lo["peak_bytes"],
+        MEMORY_LIMIT,
+        note="the results themselves grow with n, by design",
+        kind="reference",
+    )
+
+
+def _sequential_figures(res: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for r in res["sequential"]:
         impls = r["impls"]
         if "pflow_seq" in impls:
             v = impls["pflow_seq"]
-            add(
+            out += figure(
                 f"sequential ÷ BatchNode at {r['latency_ms']:g} ms",
                 v["ratio_to_floor"],
                 SEQUENTIAL_LIMIT,
@@ -281,14 +336,56 @@ def _targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             )
         if r["latency_ms"] == 0 and "pflow_seq" in impls and "batchnode_chain" in impls:
             # ratio of medians of per-round ratios: both are against the same BatchNode
-            add(
+            out += figure(
                 "sequential ÷ BatchNode running the same chain, 0 ms",
                 impls["pflow_seq"]["ratio_to_floor"] / impls["batchnode_chain"]["ratio_to_floor"],
                 SEQUENTIAL_LIMIT,
-                "the fair peer: same per-item work, no parabatch",
+                note="the fair peer: same per-item work, no parabatch",
                 kind="reference",
             )
     return out
+
+
+def _plugin_figures(res: dict[str, Any]) -> list[dict[str, Any]]:
+    p = res.get("plugin")
+    if not p:
+        return []
+    return figure(
+        "pytest session time added by the plugin (one-test project)",
+        p["added_ms"],
+        PLUGIN_LIMIT_MS,
+        unit="ms",
+        iqr=p["paired_iqr_ms"],
+        note=f"median of {p['runs']} interleaved runs each, with and without -p no:parabatch",
+    )
+
+
+def _workflow_figures(res: dict[str, Any]) -> list[dict[str, Any]]:
+    wf = res.get("workflow")
+    if not wf or "speedup" not in wf:
+        return []
+    return figure(
+        f"workflow, sequential ÷ parallel ({wf['group']})",
+        wf["speedup"],
+        None,
+        better="higher",
+        kind="reference",
+        note="medians of the rounds",
+    )
+
+
+#: Every judged figure comes from one of these; add a function here to judge a new one.
+FIGURES: list[Callable[[dict[str, Any]], list[dict[str, Any]]]] = [
+    _parallel_figures,
+    _memory_figures,
+    _sequential_figures,
+    _plugin_figures,
+    _workflow_figures,
+]
+
+
+def _targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    return [row for source in FIGURES for row in source(res)]
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -298,8 +395,32 @@ def _fmt(x: Optional[float], spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _iqr(t: Optional[tuple[float, float]]) -> str:
-    return "-" if not t else f"{t[0]:.3f} to {t[1]:.3f}"
+def _iqr(t: Optional[tuple[float, float]], unit: str = TIMES) -> str:
+    if not t:
+        return "-"
+    return f"{_value(t[0], unit)} to {_value(t[1], unit)}"
+
+
+def _value(x: Optional[float], unit: str) -> str:
+    """A figure in its unit: ratios to 3 decimals (1.015 and the times sign), ms to 1."""
+    if x is None:
+        return "-"
+    return f"{x:.3f}{TIMES}" if unit == TIMES else f"{x:.1f} {unit}"
+
+
+def duration(seconds: Optional[float]) -> str:
+    """A time in the unit that keeps 3 significant digits: ns, µs, ms or s.
+
+    Example:
+        >>> [duration(x) for x in (8.5e-8, 1.234e-6, 0.0456, 2.5)]
+        ['85.0 ns', '1.23 µs', '45.6 ms', '2.50 s']
+    """
+    if seconds is None:
+        return "-"
+    for unit, scale in (("ns", 1e9), ("µs", 1e6), ("ms", 1e3)):
+        if abs(seconds * scale) < 999.5:
+            return f"{seconds * scale:#.3g}".rstrip(".") + f" {unit}"
+    return f"{seconds:.2f} s"
 
 
 def _same_target(name: str) -> str:
@@ -312,21 +433,24 @@ def _same_target(name: str) -> str:
 
 
 def _targets_table(res: dict[str, Any], old: Optional[dict[str, Any]], kind: str) -> list[str]:
-    head = "| target | measured | per-round IQR | limit | verdict |"
+    head = "| figure | measured | IQR | limit | verdict |"
     lines = [head + (" previous |" if old else ""), "|---|---:|---|---:|---|"]
     lines[-1] += "---:|" if old else ""
     old_t = {_same_target(t["target"]): t for t in (old or {}).get("targets", [])}
     for t in res["targets"]:
         if t.get("kind", "target") != kind:
             continue
+        unit = t.get("unit", TIMES)
         note = f" ({t['note']})" if t["note"] else ""
+        limit = "-" if t["limit"] is None else ("≥ " if t["better"] == "higher" else "≤ ")
+        limit += "" if t["limit"] is None else _value(t["limit"], unit).replace(".000", "")
         prev = ""
         if old:
             o = old_t.get(t["target"])
-            prev = f" {_fmt(o['ratio'])} |" if o else " - |"
+            prev = f" {_value(o.get('value', o.get('ratio')), unit)} |" if o else " - |"
         lines.append(
-            f"| {t['target']}{note} | {t['ratio']:.3f} | {_iqr(t.get('iqr'))} | "
-            f"{t['limit']:g} | **{t['verdict']}** |" + prev
+            f"| {t['target']}{note} | {_value(t['value'], unit)} | {_iqr(t.get('iqr'), unit)} | "
+            f"{limit} | **{t['verdict']}** |" + prev
         )
     return lines
 
@@ -339,10 +463,10 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
         f"{res['python'] or ''} · {res['machine'] or ''} · {res['datetime'] or ''} · "
         f"mode `{res.get('mode', '?')}`. Ratios are medians of per-round ratios against the "
         "floor measured in the same rounds; implementations are interleaved across rounds "
-        "(order rotated every round). The IQR column is the spread of the per-round ratios: "
-        "how noisy the machine was.",
+        "(order rotated every round). Every figure is a median; the IQR column is the spread "
+        "of the per-round ratios (of the paired runs for times): how noisy the machine was.",
         "",
-        "## Targets (the library as it is)",
+        "## Judged figures (the library as it is)",
         "",
     ]
     lines += _targets_table(res, old, "target")
@@ -420,12 +544,12 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
             "",
             "## Isolation and per-item operations (single thread)",
             "",
-            "| operation | min (µs) | median (µs) | min ÷ deepcopy of chain |",
+            "| operation | min | median | median ÷ deepcopy of chain |",
             "|---|---:|---:|---:|",
         ]
         for name, v in res["isolation"].items():
             lines.append(
-                f"| {name} | {v['min_us']:.2f} | {v['median_us']:.2f} | "
+                f"| {name} | {duration(v['min_us'] / 1e6)} | {duration(v['median_us'] / 1e6)} | "
                 f"{_fmt(v.get('ratio_to_deepcopy'), '.2f')} |"
             )
     if res["memory"]:
@@ -451,14 +575,14 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
             "",
             "## Other benchmarks in the run (no targets here)",
             "",
-            "| group | benchmark | min (s) | median (s) | rounds | extra |",
+            "| group | benchmark | min | median | rounds | extra |",
             "|---|---|---:|---:|---:|---|",
         ]
         for o in res["other"]:
             extra = ", ".join(f"{k}={v}" for k, v in o["extra_info"].items())
             lines.append(
-                f"| {o['group']} | {o['name']} | {_fmt(o['min_s'], '.4f')} | "
-                f"{_fmt(o['median_s'], '.4f')} | {o['rounds'] or '-'} | {extra} |"
+                f"| {o['group']} | {o['name']} | {duration(o['min_s'])} | "
+                f"{duration(o['median_s'])} | {o['rounds'] or '-'} | {extra} |"
             )
     prof = res.get("profile")
     if prof:
@@ -492,6 +616,29 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
                     f"{row['own_us_per_item'] / r['profiled_cpu_us_per_item']:.0%} | "
                     f"{row['own_us_per_item'] * scale:.1f} |"
                 )
+    wf = res.get("workflow")
+    if wf:
+        lines += [
+            "",
+            f"## Workflow end to end ({wf['group']})",
+            "",
+            "| execution | median wall |",
+            "|---|---:|",
+        ]
+        lines += [f"| {k} | {duration(v)} |" for k, v in wf["median_s"].items()]
+        if "speedup" in wf:
+            lines += ["", f"Sequential ÷ parallel, medians: {wf['speedup']:.2f}{TIMES}."]
+    plugin = res.get("plugin")
+    if plugin:
+        lines += [
+            "",
+            "## pytest plugin: what installing parabatch adds to another project's session",
+            "",
+            f"`pytest -q` on a one-test project, {plugin['runs']} interleaved runs each: median "
+            f"{plugin['with_ms']:.0f} ms with the plugin, {plugin['without_ms']:.0f} ms with "
+            f"`-p no:parabatch`; added {plugin['added_ms']:.1f} ms (paired differences' IQR "
+            f"{_iqr(plugin['paired_iqr_ms'], 'ms')}).",
+        ]
     lines += ["", "## Harness: controlled scheduler", ""]
     if res["scheduler"]:
         lines += ["| benchmark | schedules per second |", "|---|---:|"]
@@ -505,43 +652,61 @@ def render(res: dict[str, Any], old: Optional[dict[str, Any]] = None) -> str:
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    """Overhead per item against latency, log-log, one line per implementation."""
+    """Write :func:`judged_figure` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = judged_figure(res)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def judged_figure(res: dict[str, Any]) -> Any:
+    """The judged figures as shares of their limits: one bar each, the limit at 1.
+
+    One series: a bar per target (green PASS, red FAIL) at measured ÷ limit, its IQR as a
+    whisker, its measured value and limit written beside it; references are not plotted.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    zero_at = 0.01  # where 0 ms sits on the log axis
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
-    series: dict[str, tuple[list[float], list[float], bool]] = {}
-    for rows, parallel in ((res["parallel"], True), (res["sequential"], False)):
-        for r in rows:
-            x = r["latency_ms"] or zero_at
-            for v in r["impls"].values():
-                xs, ys, _ = series.setdefault(v["label"], ([], [], parallel))
-                xs.append(x)
-                ys.append(max(v["overhead_per_item_us"], 0.1))
-    for name, (xs, ys, parallel) in series.items():
-        ax.plot(
-            xs,
-            ys,
-            marker="o" if parallel else "s",
-            linestyle="-" if parallel else "--",
-            label=name,
-            linewidth=2.2 if name.startswith("PflowBatchNode") else 1.4,
+    judged = [t for t in res["targets"] if t["kind"] == "target" and t["limit"]]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * max(len(judged), 1)), dpi=110)
+    names, shares, errors, colours = [], [], [], []
+    for t in judged:
+        inverse = t["better"] == "higher"
+        share = t["limit"] / t["value"] if inverse else t["value"] / t["limit"]
+        lo, hi = t.get("iqr") or (t["value"], t["value"])
+        if inverse:
+            lo, hi = t["limit"] / hi, t["limit"] / lo
+        else:
+            lo, hi = lo / t["limit"], hi / t["limit"]
+        names.append(t["target"])
+        shares.append(share)
+        errors.append((max(share - lo, 0.0), max(hi - share, 0.0)))
+        colours.append("#2e7d32" if t["verdict"] == "PASS" else "#c62828")
+    ys = list(range(len(judged)))[::-1]
+    ax.barh(ys, shares, color=colours, height=0.6, xerr=list(zip(*errors)) or None)
+    ax.axvline(1.0, color="black", linewidth=1)
+    for y, share, t in zip(ys, shares, judged):
+        unit = t["unit"]
+        ax.text(
+            share,
+            y,
+            f"  {_value(t['value'], unit)} (limit {_value(t['limit'], unit)})",
+            va="center",
+            fontsize=8,
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks([zero_at, 0.1, 1, 10])
-    ax.set_xticklabels(["0", "0.1", "1", "10"])
-    ax.set_xlabel("simulated latency per item (ms)")
-    ax.set_ylabel("overhead per item beyond the ideal (µs, log)")
-    ax.set_title("Per-item overhead: N = 1,000, C = 10 (dashed: sequential)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(names, fontsize=8)
+    right = max([*shares, 1.0]) * 1.45
+    ax.set_xlim(0, right)
+    ax.set_xlabel("measured ÷ limit (below 1 meets the target; whiskers: IQR)")
+    ax.set_title("Judged figures against their targets (green PASS, red FAIL)", fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -568,7 +733,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     md = render(res, old)
     (args.out / "bench.md").write_text(md)
     (args.out / "bench.json").write_text(json.dumps(res, indent=2) + "\n")
-    plot(res, args.out / "bench_overhead.png")
+    plot(res, args.out / "bench.png")
     sys.stdout.write(md)
     return 0
 

@@ -1,4 +1,11 @@
-"""The stress report: what every suite measured, written as reports/stress.{md,json}."""
+"""The stress report: what every suite measured, written as reports/stress.{md,json}.
+
+The suites record into one :class:`StressReport` (``add_core``, ``control``,
+``certificates``); it renders the Markdown and JSON files and the console summary. Console
+tables are at most :data:`WIDTH` columns wide with no trailing spaces: a table too wide for
+that continues below, its first column repeated. Scenarios get short names (``S1``, ...) in
+tables and their JSON once, in a details section.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,93 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
 from parabatch.testing import OutcomeTable
 from parabatch.testing._outcomes import FORBIDDEN
+
+#: The console summary's width limit.
+WIDTH = 120
+
+
+def text_table(
+    head: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Sequence[int] = (),
+    keep: int = 1,
+    width: int = WIDTH,
+    indent: str = "  ",
+) -> str:
+    """An aligned text table at most ``width`` columns wide, no trailing spaces.
+
+    Columns ``right`` are right-aligned. When all columns do not fit, the table is cut into
+    blocks of columns, each repeating the first ``keep`` (the row keys); a single cell wider
+    than the line is cut with "...".
+
+    Example:
+        >>> print(text_table(["name", "n"], [["a", "1"], ["bb", "22"]], right=[1]))
+          name   n
+          a      1
+          bb    22
+    """
+    grid = [list(head), *[list(r) for r in rows]]
+    room = width - len(indent)
+    keys = list(range(min(keep, len(head))))
+    for i in keys:
+        _cut(grid, i, room // 2)
+    key_width = sum(max(len(r[i]) for r in grid) + 2 for i in keys)
+    for i in range(len(keys), len(head)):
+        _cut(grid, i, room - key_width)
+    widths = [max(len(r[i]) for r in grid) for i in range(len(head))]
+    blocks: list[list[int]] = []
+    current = list(keys)
+    for i in range(len(keys), len(head)):
+        used = sum(widths[j] for j in current) + 2 * (len(current) - 1)
+        if len(current) > len(keys) and used + 2 + widths[i] > room:
+            blocks.append(current)
+            current = [*keys, i]
+        else:
+            current.append(i)
+    blocks.append(current)
+    out: list[str] = []
+    for block in blocks:
+        if out:
+            out.append("")
+        for row in grid:
+            cells = [
+                row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i]) for i in block
+            ]
+            out.append((indent + "  ".join(cells)).rstrip())
+    return "\n".join(out)
+
+
+def _cut(grid: list[list[str]], column: int, room: int) -> None:
+    for row in grid:
+        if len(row[column]) > room:
+            row[column] = row[column][: max(room - 3, 1)] + "..."
+
+
+def scenario_summary(scenario: str) -> str:
+    """A certificate's scenario in a few words: its prefix, items, workers, mode, attempts.
+
+    Example:
+        >>> scenario_summary('group {"items":["a","b"],"fail":[1,0],"parallel":true,'
+        ...     '"max_concurrent":2,"max_retries":2,"error_handling":"continue","call_log":"gil"}')
+        'group: 2 items, 2 workers, continue, 2 attempts, fails [1, 0], gil'
+    """
+    prefix, brace, rest = scenario.partition("{")
+    try:
+        s = json.loads(brace + rest)
+        summary = (
+            f"{len(s['items'])} items, "
+            f"{s['max_concurrent'] if s.get('parallel', True) else 1} workers, "
+            f"{s['error_handling']}, {s['max_retries']} attempts, fails {s['fail']}, "
+            f"{s['call_log']}"
+        )
+    except (ValueError, KeyError, TypeError):
+        return scenario if len(scenario) <= 60 else scenario[:57] + "..."
+    return f"{prefix.strip()}: {summary}" if prefix.strip() else summary
 
 
 def interpreter() -> str:
@@ -73,22 +163,15 @@ class StressReport:
         if not labels:
             return "  (no core run)"
         first = self.tables[labels[0]]
-        widths = [max(len(label), 8) for label in labels]
-        out = [
-            "  "
-            + f"{'property':<13}{'outcome':<26}{'expect':<12}"
-            + "".join(f"{label:>{w + 2}}" for label, w in zip(labels, widths))
-        ]
+        rows = []
         for prop, key, _, expect, _ in first.rows():
             counts = [self.tables[label].count(prop, key) for label in labels]
-            flag = "  <-- FORBIDDEN seen" if expect == FORBIDDEN and any(counts) else ""
-            out.append(
-                "  "
-                + f"{prop:<13}{key:<26}{expect:<12}"
-                + "".join(f"{c:>{w + 2},}" for c, w in zip(counts, widths))
-                + flag
+            hot = expect == FORBIDDEN and any(counts)
+            rows.append(
+                [prop, key, expect + (" <-- SEEN" if hot else ""), *(f"{c:,}" for c in counts)]
             )
-        return "\n".join(out)
+        right = range(3, 3 + len(labels))
+        return text_table(["property", "outcome", "expect", *labels], rows, right=right, keep=2)
 
     def controls_rows(self) -> list[list[str]]:
         rows = []
@@ -134,24 +217,70 @@ class StressReport:
         lines += ["| " + " | ".join(row) + " |" for row in self.controls_rows()]
         return "\n".join(lines)
 
+    #: The console's shorter headings for the same columns.
+    CONTROL_HEAD_TEXT: ClassVar[list[str]] = [
+        "subject",
+        "must fail",
+        "random",
+        "median",
+        "max",
+        "PCT",
+        "median",
+        "DFS 1st",
+        "free",
+        "free+sleep0",
+        "shrunk to",
+    ]
+
     def controls_text(self) -> str:
-        rows = [self.CONTROL_HEAD, *self.controls_rows()]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self.CONTROL_HEAD))]
-        return "\n".join(
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows
-        )
+        rows = self.controls_rows()
+        for row, (_, c) in zip(rows, self.controls.items()):
+            row[-1] = _shape(c.get("shrunk"), short=True)
+        return text_table(self.CONTROL_HEAD_TEXT, rows, right=range(2, 10))
+
+    def scenario_names(self) -> dict[str, str]:
+        """Each distinct certificate scenario's short name, ``S1``, ``S2``, ... in order."""
+        names: dict[str, str] = {}
+        for c in self.certificates:
+            names.setdefault(c["scenario"], f"S{len(names) + 1}")
+        return names
+
+    def certificates_text(self) -> str:
+        names = self.scenario_names()
+        rows = [
+            [
+                names[c["scenario"]],
+                scenario_summary(c["scenario"]),
+                str(c["bound"]),
+                "lines" if c["traced"] else "points",
+                f"{c['schedules']:,}",
+                "yes" if c["exhausted"] else "NO",
+                "ok" if c["ok"] else "FORBIDDEN",
+            ]
+            for c in self.certificates
+        ]
+        head = ["id", "scenario", "bound", "switch at", "schedules", "exhausted", "verdict"]
+        return text_table(head, rows, right=[2, 4])
 
     def certificates_md(self) -> str:
+        names = self.scenario_names()
         lines = [
-            "| scenario | max preemptions | traced | schedules | exhausted | ok |",
-            "|---|---:|---|---:|---|---|",
+            "| id | scenario | max preemptions | traced | schedules | exhausted | ok |",
+            "|---|---|---:|---|---:|---|---|",
         ]
         for c in self.certificates:
             lines.append(
-                f"| `{c['scenario']}` | {c['bound']} | {c['traced']} | {c['schedules']:,} "
-                f"| {c['exhausted']} | {c['ok']} |"
+                f"| {names[c['scenario']]} | {scenario_summary(c['scenario'])} | {c['bound']} "
+                f"| {c['traced']} | {c['schedules']:,} | {c['exhausted']} | {c['ok']} |"
             )
         return "\n".join(lines)
+
+    def scenarios_md(self) -> str:
+        """The details section: each short name with its scenario's JSON, to replay it."""
+        lines = []
+        for scenario, name in self.scenario_names().items():
+            lines += [f"- **{name}**: `{scenario}`"]
+        return "\n".join(lines) or "_no certificate recorded_"
 
     def markdown(self) -> str:
         parts = [
@@ -182,6 +311,13 @@ class StressReport:
             "## Certificates (`check_dfs`, every schedule within the bound)",
             "",
             self.certificates_md(),
+            "",
+            "### Scenarios",
+            "",
+            "The certificates' scenarios as `Scenario.from_json` reads them (a `group` prefix: "
+            "certified on `ParallelGroupNode`).",
+            "",
+            self.scenarios_md(),
             "",
             "## Negative controls",
             "",
@@ -215,15 +351,19 @@ class StressReport:
         return "\n".join(parts)
 
     def text(self) -> str:
-        return "\n".join(
-            [
-                f"parabatch stress report ({interpreter()}, scale {self.scale})",
-                "core outcome table:",
-                self.core_table_text(),
-                "negative controls:",
-                self.controls_text(),
+        """The console summary: at most :data:`WIDTH` columns, no trailing spaces."""
+        parts = [
+            f"parabatch stress report ({interpreter()}, scale {self.scale})",
+            "core outcome table:",
+            self.core_table_text(),
+        ]
+        if self.certificates:
+            parts += [
+                "certificates (check_dfs; scenario JSON: the report's Scenarios section):",
+                self.certificates_text(),
             ]
-        )
+        parts += ["negative controls:", self.controls_text()]
+        return "\n".join(line.rstrip() for part in parts for line in part.splitlines())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -264,10 +404,12 @@ def _rate(d: Optional[dict[str, Any]]) -> str:
     return f"{d['forbidden']}/{d['runs']}"
 
 
-def _shape(d: Optional[dict[str, Any]]) -> str:
+def _shape(d: Optional[dict[str, Any]], *, short: bool = False) -> str:
     if not d:
         return "—"
     s = d["scenario"]
+    if short:
+        return f"{len(s['items'])} items, {d['preemptions']} sw"
     return (
         f"{len(s['items'])} items, fail={list(s['fail'])}, cap {s['max_concurrent']}, "
         f"{s['error_handling']}; {d['preemptions']} preemption(s)"

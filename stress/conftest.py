@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from _report import StressReport
@@ -27,6 +27,7 @@ settings.register_profile(
 settings.load_profile("stress")
 
 _REPORT = StressReport(scale=SCALE)
+_CONFIG: Optional[pytest.Config] = None
 
 
 def scaled(n: int, minimum: int = 1) -> int:
@@ -35,8 +36,34 @@ def scaled(n: int, minimum: int = 1) -> int:
 
 
 def progress(message: str) -> None:
-    """A progress line on the real terminal, even while pytest captures output."""
-    print(f"  [stress] {message}", file=sys.__stderr__, flush=True)
+    """A progress line on the terminal as the suite goes, even while pytest captures output.
+
+    Written through pytest's terminal reporter with capturing suspended for the line, as
+    pytest's own live logging does. Where there is no reporter (an xdist worker), it goes
+    to stderr: captured, and shown with the test's report if the test fails.
+    """
+    line = f"  [stress] {message}"
+    manager = _CONFIG.pluginmanager if _CONFIG is not None else None
+    reporter = manager.get_plugin("terminalreporter") if manager else None
+    if reporter is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    capture = manager.get_plugin("capturemanager") if manager else None
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _CONFIG
+    _CONFIG = config
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _CONFIG
+    _CONFIG = None
 
 
 @pytest.fixture(scope="session")

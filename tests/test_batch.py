@@ -13,7 +13,6 @@ from pocketflow import Flow, Node
 
 from parabatch import (
     BatchConfigError,
-    BatchInUseError,
     BatchItemsError,
     CallLog,
     PflowBatchNode,
@@ -221,7 +220,7 @@ def test_attempts_are_min_of_failures_plus_one_and_max_retries(
     assert out["error_count"] == int(failed)
     if failed:
         error = out["errors"][0]
-        assert set(error) == {"index", "item", "error", "exception"}
+        assert set(error) == {"index", "item", "error", "exception", "traceback", "attempts"}
         assert error["index"] == 0 and error["item"] == "x"
         assert isinstance(error["exception"], ValueError)
         assert error["error"] == f"ValueError: planned failure of 'x', attempt {max_retries}"
@@ -328,6 +327,7 @@ def test_output_shape(parallel: bool) -> None:
         "retry_wait": 0,
         "execution_mode": "parallel" if parallel else "sequential",
         "aborted": False,
+        "interrupted": False,
     }
     timing_record = meta["timing"]
     assert sorted(timing_record) == TIMING_KEYS
@@ -697,17 +697,19 @@ def test_keyboard_interrupt_in_an_item_cancels_the_rest() -> None:
                 raise KeyboardInterrupt
             return super().exec(item)
 
+    # One worker, so the item queued behind the interrupted one is taken by the same
+    # thread, after the interrupt has stopped the run: it must not start.
     node = batch(
         Interrupted(tracker),
-        {"items": list(range(50)), "parallel": True, "max_concurrent": 2, "max_retries": 3},
+        {"items": list(range(50)), "parallel": True, "max_concurrent": 1, "max_retries": 3},
     )
     with pytest.raises(KeyboardInterrupt):
         node.run({})
-    assert len(tracker.started) < 48
     for t in threading.enumerate():
         if t.name.startswith("parabatch"):
             t.join(10)
             assert not t.is_alive()
+    assert tracker.started == [0]
 
 
 def test_keyboard_interrupt_in_the_coordinator_stops_retries() -> None:
@@ -771,19 +773,28 @@ def test_failing_progress_callback_never_breaks_the_batch(
     assert "progress callback failed" in caplog.text
 
 
-def test_running_instance_cannot_be_reentered() -> None:
+def test_a_run_inside_a_run_of_the_same_instance_is_its_own_run() -> None:
     holder: list[PflowBatchNode] = []
+    inner_shared: dict[str, Any] = {"xs": ["inner"]}
 
     class Reenter(Node):
-        def exec(self, _: Any) -> Any:
-            return holder[0].run({})
+        def prep(self, shared: Any) -> Any:
+            return shared["x"]
 
-    node = PflowBatchNode(chain(Reenter()), "n", {"items": [1], "error_handling": "continue"})
+        def exec(self, x: Any) -> Any:
+            if x == "outer":
+                holder[0].run(inner_shared)
+            return x
+
+        def post(self, shared: Any, p: Any, e: Any) -> None:
+            shared["v"] = e
+
+    node = PflowBatchNode(chain(Reenter()), "n", {"items": "${xs}", "as": "x"})
     holder.append(node)
-    shared: dict[str, Any] = {}
+    shared: dict[str, Any] = {"xs": ["outer"]}
     node.run(shared)
-    assert isinstance(shared["n"]["errors"][0]["exception"], BatchInUseError)
-    node.run(shared)  # free again once the batch is over
+    assert [r["v"] for r in shared["n"]["results"]] == ["outer"]
+    assert [r["v"] for r in inner_shared["n"]["results"]] == ["inner"]
 
 
 def test_in_a_flow_with_successor() -> None:

@@ -24,8 +24,8 @@ from ._calllog import CallLog as CallLog
 from ._config import BATCH_CONFIG_SCHEMA as BATCH_CONFIG_SCHEMA
 from ._config import validate_batch_config as validate_batch_config
 from ._errors import BatchConfigError as BatchConfigError
-from ._errors import BatchInUseError as BatchInUseError
 from ._errors import BatchItemsError as BatchItemsError
+from ._errors import ItemReportedError as ItemReportedError
 from ._errors import ParabatchError as ParabatchError
 from ._errors import TemplateError as TemplateError
 from ._errors import UncopyableNodeError as UncopyableNodeError
@@ -44,9 +44,9 @@ __all__ = [
     "BATCH_CONFIG_SCHEMA",
     "CALLS_KEY",
     "BatchConfigError",
-    "BatchInUseError",
     "BatchItemsError",
     "CallLog",
+    "ItemReportedError",
     "ItemOutcome",
     "NamespacedNodeWrapper",
     "NamespacedSharedStore",

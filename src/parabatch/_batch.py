@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import MutableMapping
 from typing import Any, Literal, Optional
 
-from ._calllog import CALLS_KEY
+from ._calllog import ensure_call_log
 from ._config import validate_batch_config
 from ._errors import BatchConfigError, BatchItemsError, TemplateError
-from ._isolation import check_copyable, isolate
+from ._isolation import check_copyable
+from ._output import Run
 from ._runner import (
+    RESERVED_KEYS,
     Collected,
     Coordinator,
     ExecutorFactory,
-    ItemOutcome,
     ProgressCallback,
-    run_sequential,
 )
 from ._templates import resolve_template
+from ._work import ItemWork
 
 __all__ = ["PflowBatchNode"]
 
@@ -42,9 +42,20 @@ class PflowBatchNode(Coordinator):
     ``shared[node_id] = {"results", "count", "success_count", "error_count", "errors",
     "batch_metadata"}``, results and errors in input order, and returns ``"default"``.
 
+    A namespace the node replaced with a non-dict ``x`` becomes ``{"value": x, "item":
+    item}``; anything that goes wrong in an item, before or after its node ran, is that
+    item's error, never the batch's. A failed item's error record keeps its exception
+    without frames and the formatted ``"traceback"``, so no failed item keeps its copy of
+    the chain alive. Whatever stops a run (fail_fast, Ctrl-C, a broken executor), every
+    finished result is written to ``shared[node_id]`` first (``aborted``, and
+    ``interrupted`` for an interrupt, in ``batch_metadata``).
+
+    The node is configuration only: each run builds its own state, so one instance may
+    run again right after an interrupt, or in two threads at once.
+
     Not guaranteed: objects reachable from ``shared`` are shared by all items (the copy is
     shallow), so nodes must not mutate them; objects wrapped in :class:`parabatch.Shared`
-    are shared too. One instance runs one batch at a time (:class:`BatchInUseError`).
+    are shared too.
 
     Args:
         inner_node: the node (usually a wrapper chain) to run per item.
@@ -56,6 +67,10 @@ class PflowBatchNode(Coordinator):
             ``"gil"`` a plain list (relies on ``list.append`` being atomic).
         progress: ``progress(index, done, total, ok)`` after each finished item; an error
             inside it is logged and ignored.
+        failure_key: opt in to the convention of nodes that report failure in their
+            result instead of raising: an item whose result holds a truthy value under
+            this key (usually ``"error"``) fails with :class:`parabatch.ItemReportedError`
+            and is retried like a raised exception. Default ``None``: results are results.
 
     Example:
         >>> from pocketflow import Node
@@ -74,6 +89,8 @@ class PflowBatchNode(Coordinator):
     """
 
     kind = "batch"
+    #: The per-item unit class; a subclass with other hooks makes a variant batch.
+    work_class: type[ItemWork] = ItemWork
 
     def __init__(
         self,
@@ -84,153 +101,119 @@ class PflowBatchNode(Coordinator):
         executor: Optional[ExecutorFactory] = None,
         call_log: Literal["lock", "gil"] = "lock",
         progress: Optional[ProgressCallback] = None,
+        failure_key: Optional[str] = None,
     ) -> None:
-        config = validate_batch_config(batch_config)
         problems = self._argument_problems(node_id, executor, call_log, progress)
+        if not callable(getattr(inner_node, "_run", None)):
+            problems.append(
+                f"inner_node={inner_node!r:.80}: must be a pocketflow node (it has no _run)"
+            )
+        if failure_key is not None and (not isinstance(failure_key, str) or not failure_key):
+            problems.append(f"failure_key={failure_key!r}: must be a non-empty string or None")
+        try:
+            config = validate_batch_config(batch_config)
+        except BatchConfigError as exc:
+            raise BatchConfigError([*exc.problems, *problems]) from None
+        alias = config["as"]
+        if alias in RESERVED_KEYS or alias == node_id:
+            problems.append(
+                f"as={alias!r}: collides with "
+                + ("the node's own namespace" if alias == node_id else "a key the batch sets")
+                + f"; each item's store holds {node_id!r}, '__index__' and '__llm_calls__'"
+            )
         if problems:
             raise BatchConfigError(problems)
         super().__init__(max_retries=config["max_retries"], wait=config["retry_wait"])
         self.inner_node = inner_node
         self.config = config
         self.items_spec = config["items"]
-        self.item_alias: str = config["as"]
+        self.item_alias: str = alias
         self.error_handling: str = config["error_handling"]
         self.parallel: bool = config["parallel"]
         self.max_concurrent: int = config["max_concurrent"]
         self.retry_wait: float = config["retry_wait"]
+        self.failure_key = failure_key
         self._setup(node_id, executor, call_log, progress)
 
     # -- PocketFlow hooks ---------------------------------------------------------------
 
-    def prep(self, shared: MutableMapping[str, Any]) -> list[Any]:
-        """Resolve the items and make sure the call log exists before any item runs."""
-        self._begin(shared)
-        return self._resolve_items(shared)
-
-    def _exec(self, items: list[Any]) -> dict[str, Any]:
-        started, t0 = time.time(), time.perf_counter()
+    def prep(self, shared: MutableMapping[str, Any]) -> Run:
+        """Build this run: resolve the items, make sure the call log exists."""
+        log = ensure_call_log(shared, self.call_log, f"batch {self.node_id!r}")
+        items = self._resolve_items(shared)
         if self.parallel and items:
-            collected = self._exec_parallel(items)
-        else:
-            collected = self._exec_sequential(items)
-        output = self._output(items, collected, started, time.perf_counter() - t0)
-        if collected.errors and self.error_handling == "fail_fast":
-            assert self._shared is not None
-            # Nothing lost: every finished result and every error is written before raising.
-            self._shared[self.node_id] = output
-            first = self._first_failure(collected).error
-            assert first is not None
-            raise first
+            check_copyable(self.inner_node)  # refuse before any item runs, naming the culprit
+        collected = self.collected_class(
+            len(items), self.progress, fallback=self.exec_fallback, call_log=log
+        )
+        return Run(
+            shared,
+            items,
+            stop_on_failure=self.error_handling == "fail_fast",
+            collected=collected,
+        )
+
+    def _exec(self, run: Run) -> dict[str, Any]:
+        work = self.make_work(run)
+        try:
+            if self.parallel and run.tasks:
+                run.execute(
+                    work, executor=self.executor, max_concurrent=self.concurrency_limit(run)
+                )
+            else:
+                run.execute(work)
+        except BaseException:
+            # Nothing lost: every finished result is written before the interrupt goes on.
+            run.shared[self.node_id] = self._output(run)
+            raise
+        output = self._output(run)
+        failure = self.first_failure(run) if run.stop_on_failure else None
+        if failure is not None:
+            run.shared[self.node_id] = output  # every finished result, then the raise
+            assert failure.error is not None
+            raise failure.error
         return output
 
     def post(self, shared: MutableMapping[str, Any], prep_res: Any, exec_res: Any) -> str:
         shared[self.node_id] = exec_res
         return "default"
 
-    # -- execution ----------------------------------------------------------------------
-
-    def _exec_sequential(self, items: list[Any]) -> Collected:
-        """Run the items in order on the node itself (no copy: nothing runs beside it)."""
-        collected = self._collector(len(items))
-        run_sequential(
-            self._exec_single,
-            items,
-            stop_on_failure=self.error_handling == "fail_fast",
-            collect=collected.add,
-        )
-        return collected
-
-    def _exec_parallel(self, items: list[Any]) -> Collected:
-        """Run the items through the executor, at most ``max_concurrent`` at a time."""
-        check_copyable(self.inner_node)  # refuse before any item runs, naming the culprit
-        return self._window(
-            self._exec_single,
-            items,
-            self._collector(len(items)),
-            max_concurrent=self.max_concurrent,
-            stop_on_failure=self.error_handling == "fail_fast",
-        )
-
-    def _collector(self, total: int) -> Collected:
-        """Where outcomes go as they finish (results by index, failures kept)."""
-        return Collected(total, self.progress)
-
-    def _first_failure(self, collected: Collected) -> ItemOutcome:
-        """The failure fail_fast raises: the lowest index, whatever finished first."""
-        return min(collected.errors, key=lambda o: o.index)
-
-    def _exec_single(self, idx: int, item: Any) -> ItemOutcome:
-        """Run one item with a local retry counter; never raises for the item's failure.
-
-        In parallel mode the copy of the chain is made here, inside the worker, so at most
-        ``max_concurrent`` copies are alive at once.
-        """
-        chain = self._copy_chain() if self.parallel else self.inner_node
-        error: Optional[Exception] = None
-        attempt = 0
-        # A local counter, not self.cur_retry: threads share this instance.
-        for attempt in range(1, self.max_retries + 1):
-            if attempt > 1:
-                if self._stop.is_set:
-                    attempt -= 1
-                    break
-                if self.retry_wait > 0:
-                    time.sleep(self.retry_wait)
-            item_shared = self._item_shared(idx, item)
-            try:
-                chain._run(item_shared)
-            except Exception as exc:
-                error = exc
-                continue
-            result = item_shared[self.node_id]
-            result["item"] = item
-            return ItemOutcome(
-                idx, item, result, None, attempt, self._record_usage(idx, item_shared)
-            )
-        assert error is not None
-        try:
-            value = self.exec_fallback(item, error)
-        except Exception as exc:
-            return ItemOutcome(idx, item, None, exc, attempt)
-        return ItemOutcome(idx, item, value, None, attempt)
-
-    def _copy_chain(self) -> Any:
-        """The per-item isolation: a deep copy of the whole wrapper chain."""
-        return isolate(self.inner_node)
-
-    def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
+    def exec_fallback(self, prep_res: Any, exc: BaseException) -> Any:
         """Called once an item has failed its last attempt; re-raises, so the item fails.
 
-        Override to return a value instead: it becomes the item's result.
+        Override to return a value instead: it becomes the item's result. It runs on the
+        thread coordinating the batch, as each failed item is collected.
         """
         raise exc
 
+    # -- hooks ----------------------------------------------------------------------------
+
+    #: Where outcomes go as they finish (results by index, failures kept).
+    collected_class: type[Collected] = Collected
+
+    def make_work(self, run: Run) -> ItemWork:
+        """The per-item unit of ``run``: the chain and what an item needs, not the node."""
+        return self.work_class(
+            self.inner_node,
+            run.shared,
+            run.stop,
+            node_id=self.node_id,
+            alias=self.item_alias,
+            max_retries=self.max_retries,
+            retry_wait=self.retry_wait,
+            copy_chain=self.parallel,
+            failure_key=self.failure_key,
+        )
+
+    def concurrency_limit(self, run: Run) -> int:
+        """Items in flight at once in a parallel run: ``max_concurrent``."""
+        return self.max_concurrent
+
+    def first_failure(self, run: Run) -> Any:
+        """The failed outcome fail_fast raises: the lowest index, whatever finished first."""
+        return run.first_failure()
+
     # -- helpers ------------------------------------------------------------------------
-
-    def _item_shared(self, idx: int, item: Any) -> dict[str, Any]:
-        assert self._shared is not None
-        item_shared = dict(self._shared)  # shallow: __llm_calls__ stays the shared log
-        item_shared[self.item_alias] = item
-        item_shared["__index__"] = idx
-        item_shared[self.node_id] = {}  # fresh on every attempt: no leftovers from a failure
-        return item_shared
-
-    def _record_usage(self, idx: int, item_shared: dict[str, Any]) -> tuple[Any, ...]:
-        """Append the item's ``llm_usage`` (namespace first, then root) to the call log."""
-        assert self._shared is not None
-        usage = item_shared[self.node_id].get("llm_usage")
-        if usage is None:
-            root = item_shared.get("llm_usage")
-            # A root value the item inherited from shared is not this item's usage.
-            if root is not None and root is not self._shared.get("llm_usage"):
-                usage = root
-        if not isinstance(usage, dict):
-            return ()
-        record = dict(usage)
-        record["node_id"] = self.node_id
-        record["batch_item_index"] = idx
-        item_shared[CALLS_KEY].append(record)
-        return (record,)
 
     def _resolve_items(self, shared: MutableMapping[str, Any]) -> list[Any]:
         spec = self.items_spec
@@ -259,36 +242,15 @@ class PflowBatchNode(Coordinator):
             )
         return items
 
-    def _output(
-        self, items: list[Any], collected: Collected, started: float, duration: float
-    ) -> dict[str, Any]:
-        errors = [
+    def _output(self, run: Run) -> dict[str, Any]:
+        return run.output(
+            "item",
+            "batch_metadata",
             {
-                "index": o.index,
-                "item": o.item,
-                "error": f"{type(o.error).__name__}: {o.error}",
-                "exception": o.error,
-            }
-            for o in collected.errors_by_index()
-        ]
-        finished = collected.finished
-        return {
-            "results": collected.results,
-            "count": len(items),
-            "success_count": finished - len(errors),
-            "error_count": len(errors),
-            "errors": errors or None,
-            "batch_metadata": {
                 "parallel": self.parallel,
                 "max_concurrent": self.max_concurrent,
                 "max_retries": self.max_retries,
                 "retry_wait": self.retry_wait,
                 "execution_mode": "parallel" if self.parallel else "sequential",
-                "aborted": bool(errors) and self.error_handling == "fail_fast",
-                "timing": {
-                    "started_at": started,
-                    "duration_s": duration,
-                    "items_per_second": finished / duration if duration > 0 else None,
-                },
             },
-        }
+        )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, ContextManager, Optional, SupportsIndex
 
 from ._errors import BatchItemsError
 
-__all__ = ["CALLS_KEY", "CallLog", "ensure_call_log"]
+__all__ = ["CALLS_KEY", "CallLog", "ensure_call_log", "new_call_log", "usage_record"]
 
 #: The shared-store key of the LLM call log.
 CALLS_KEY = "__llm_calls__"
@@ -94,11 +94,54 @@ def ensure_call_log(shared: MutableMapping[str, Any], mode: str, owner: str) -> 
     """
     log = shared.get(CALLS_KEY)
     if log is None:
-        log = CallLog() if mode == "lock" else []
-        shared[CALLS_KEY] = log
+        log = shared[CALLS_KEY] = new_call_log(mode)
     elif not isinstance(log, list):
         raise BatchItemsError(
             f"{owner}: shared[{CALLS_KEY!r}] holds {type(log).__name__}; "
             "expected a list or a parabatch.CallLog"
         )
     return log
+
+
+def new_call_log(mode: str) -> list[Any]:
+    """An empty call log for ``mode``: ``"lock"`` a :class:`CallLog`, ``"gil"`` a plain list.
+
+    Example:
+        >>> type(new_call_log("lock")).__name__, type(new_call_log("gil")).__name__
+        ('CallLog', 'list')
+    """
+    return CallLog() if mode == "lock" else []
+
+
+def usage_record(
+    namespace: object,
+    node_id: str,
+    index: Optional[int] = None,
+    *,
+    stale: object = None,
+    root: object = None,
+    root_stale: object = None,
+) -> Optional[dict[str, Any]]:
+    """The call record of one run of ``node_id``, or ``None`` if it reported no usage.
+
+    The usage is ``namespace["llm_usage"]`` (a dict), else ``root`` (the store's top-level
+    ``llm_usage``); a value that was there before the run (``stale``, ``root_stale``) is
+    not this run's. The record is a copy tagged ``node_id`` and, in a batch,
+    ``batch_item_index``. Every node kind builds its record here.
+
+    Example:
+        >>> usage_record({"llm_usage": {"model": "m", "cost": 0.5}}, "ask", 3)
+        {'model': 'm', 'cost': 0.5, 'node_id': 'ask', 'batch_item_index': 3}
+        >>> usage_record({}, "ask") is None
+        True
+    """
+    usage = namespace.get("llm_usage") if isinstance(namespace, Mapping) else None
+    if usage is None or usage is stale:
+        usage = root if root is not root_stale else None
+    if not isinstance(usage, dict) or usage is stale:
+        return None
+    record = dict(usage)
+    record["node_id"] = node_id
+    if index is not None:
+        record["batch_item_index"] = index
+    return record

@@ -148,5 +148,24 @@ def clone(node: T) -> T:
         >>> c = clone(n); c.params["k"].append(2); n.params, c.params
         ({'k': [1]}, {'k': [1, 2]})
     """
-    result: T = _clone(node, {})
+    memo: dict[int, Any] = {}
+    # A wrapper chain nests through ``inner_node``; copied outside-in, each level would
+    # recurse into the next, and a chain a few hundred wrappers deep would overflow the
+    # stack. Copied inside-out, every level finds its inner node already in the memo.
+    levels: list[Any] = []
+    seen: set[int] = set()
+    x: Any = node
+    while (
+        id(x) not in seen
+        and _is_plain(type(x))
+        and "__deepcopy__" not in x.__dict__
+        and "inner_node" in x.__dict__
+    ):
+        seen.add(id(x))
+        levels.append(x)
+        x = x.__dict__["inner_node"]
+    if len(levels) > 1:
+        for level in [x, *reversed(levels)]:
+            _clone(level, memo)
+    result: T = _clone(node, memo)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import jsonschema
@@ -46,9 +47,10 @@ BATCH_CONFIG_SCHEMA: dict[str, Any] = {
             "default": 1,
         },
         "retry_wait": {
-            "description": "Seconds to wait between attempts.",
+            "description": "Seconds to wait between attempts (at most an hour).",
             "type": "number",
             "minimum": 0,
+            "maximum": 3600,
             "default": 0,
         },
     },
@@ -66,7 +68,7 @@ _ALLOWED = {
     "parallel": "true or false",
     "max_concurrent": "an integer from 1 to 100",
     "max_retries": "an integer from 1 to 10",
-    "retry_wait": "a number >= 0",
+    "retry_wait": "a finite number from 0 to 3600 (seconds)",
 }
 
 
@@ -102,7 +104,12 @@ def validate_batch_config(config: object) -> dict[str, Any]:
         raise BatchConfigError(
             [f"config={config!r}: must be a dict (a JSON object), got {type(config).__name__}"]
         )
-    errors = sorted((_problem(e) for e in _VALIDATOR.iter_errors(config)), key=lambda p: p[0])
+    found = [_problem(e) for e in _VALIDATOR.iter_errors(config)]
+    # JSON has no NaN, but a Python dict can: NaN passes every bound a schema can state.
+    for key, value in config.items():
+        if isinstance(value, float) and math.isnan(value) and key in _ALLOWED:
+            found.append((key, f"{key}={value!r}: must be {_ALLOWED[key]}"))
+    errors = sorted(found, key=lambda p: p[0])
     if errors:
         raise BatchConfigError([line for _, line in errors])
     out: dict[str, Any] = {}

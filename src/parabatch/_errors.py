@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "BatchConfigError",
-    "BatchInUseError",
     "BatchItemsError",
+    "ItemReportedError",
     "ParabatchError",
     "TemplateError",
     "UncopyableNodeError",
@@ -62,8 +62,11 @@ class TemplateError(ParabatchError, ValueError):
     """
 
 
-class BatchItemsError(ParabatchError, ValueError):
+class BatchItemsError(ParabatchError, ValueError, TypeError):
     """Raised when a batch's ``items`` resolve to something that is not a list.
+
+    Also a ``TypeError``, so code that catches ``TypeError`` for "items is not a list"
+    (as PocketFlow-based tools do) catches it.
 
     Example:
         >>> from parabatch import PflowBatchNode
@@ -102,14 +105,25 @@ class UncopyableNodeError(ParabatchError, TypeError):
         self.kind = kind
 
 
-class BatchInUseError(ParabatchError, RuntimeError):
-    """Raised when one batch node instance is run again while it is still running.
+class ItemReportedError(ParabatchError):
+    """An item's failure that its node reported in its result rather than by raising.
 
-    A batch node keeps the running batch's shared store on the instance (as PocketFlow
-    nodes do); run copies of it instead (``copy.deepcopy``, or inside a ``Flow``).
+    Raised (and retried, then recorded) for an item whose result holds a truthy value
+    under the batch's ``failure_key``; ``.key`` and ``.value`` say what was there.
 
     Example:
-        >>> from parabatch import BatchInUseError, ParabatchError
-        >>> issubclass(BatchInUseError, ParabatchError)
-        True
+        >>> str(ItemReportedError("error", "rate limited"))
+        "the node reported error='rate limited'"
     """
+
+    def __init__(self, key: str, value: object) -> None:
+        super().__init__(key, value)  # both in args, so it pickles
+        self.key = key
+        self.value = value
+
+    def __str__(self) -> str:
+        try:
+            shown = repr(self.value)
+        except Exception:
+            shown = f"<unprintable {type(self.value).__name__}>"
+        return f"the node reported {self.key}={shown[:200]}"

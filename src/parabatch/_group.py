@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import MutableMapping, Sequence
 from typing import Any, Literal, Optional
 
+from ._calllog import ensure_call_log
 from ._errors import BatchConfigError
-from ._isolation import check_copyable, isolate
-from ._runner import (
-    Collected,
-    Coordinator,
-    ExecutorFactory,
-    ItemOutcome,
-    ProgressCallback,
-)
+from ._isolation import check_copyable
+from ._output import Run
+from ._runner import Collected, Coordinator, ExecutorFactory, ProgressCallback
+from ._work import GroupWork
 
 __all__ = ["ParallelGroupNode"]
-
-_MISSING = object()
 
 
 def _child_id(child: Any, index: int) -> str:
@@ -41,7 +35,8 @@ class ParallelGroupNode(Coordinator):
     On ``fail_fast``, nothing new starts after a failure, running children finish, the
     writes of the children that succeeded are merged, and the lowest-index failure's own
     exception is raised. On ``continue``, failed children get ``None`` and an error record
-    ``{"index", "child", "error", "exception"}``.
+    ``{"index", "child", "error", "exception", "traceback"}``. Whatever stops a run, the
+    finished children's writes are merged and the output written before it ends.
 
     Not guaranteed: children must not rely on seeing each other's writes (they run on
     copies), and two children writing the same top-level key resolve to the later child.
@@ -107,81 +102,55 @@ class ParallelGroupNode(Coordinator):
         self.on_error = on_error
         self._setup(node_id, executor, call_log, progress)
 
-    def prep(self, shared: MutableMapping[str, Any]) -> list[Any]:
-        self._begin(shared)
-        return self.children
+    #: The per-child unit class; a subclass with other hooks makes a variant group.
+    work_class: type[GroupWork] = GroupWork
 
-    def _exec(self, children: list[Any]) -> dict[str, Any]:
-        started, t0 = time.time(), time.perf_counter()
-        for index, child in enumerate(children):
+    def prep(self, shared: MutableMapping[str, Any]) -> Run:
+        """Build this run: the call log, and every child checked to be copyable."""
+        log = ensure_call_log(shared, self.call_log, f"group {self.node_id!r}")
+        for index, child in enumerate(self.children):
             check_copyable(child, f"children[{index}]")
-        collected = self._window(
-            self._exec_single,
-            children,
-            Collected(len(children), self.progress),
-            max_concurrent=self.max_concurrent,
-            stop_on_failure=self.on_error == "fail_fast",
-        )
-        assert self._shared is not None
-        for done in collected.results:  # child order, whatever the completion order was
-            if done is not None:
-                for key, value in done[1].items():
-                    self._shared[key] = value
-        output = self._output(collected, started, time.perf_counter() - t0)
-        if collected.errors and self.on_error == "fail_fast":
-            self._shared[self.node_id] = output
-            first = collected.errors_by_index()[0].error
-            assert first is not None
-            raise first
+        collected = Collected(len(self.children), self.progress, call_log=log)
+        stop_on_failure = self.on_error == "fail_fast"
+        return Run(shared, self.child_ids, stop_on_failure=stop_on_failure, collected=collected)
+
+    def make_work(self, run: Run) -> GroupWork:
+        """The per-child unit of ``run``: the children and the store, not the node."""
+        return self.work_class(self.children, run.shared, run.stop)
+
+    def _exec(self, run: Run) -> dict[str, Any]:
+        try:
+            run.execute(
+                self.make_work(run), executor=self.executor, max_concurrent=self.max_concurrent
+            )
+        except BaseException:
+            self._finish(run)  # nothing lost: the finished children's writes and output
+            raise
+        output = self._finish(run)
+        failure = run.first_failure() if run.stop_on_failure else None
+        if failure is not None:
+            assert failure.error is not None
+            raise failure.error
         return output
 
-    def _exec_single(self, idx: int, child: Any) -> ItemOutcome:
-        """Run one child on its own copy and store; return its action and its writes."""
-        assert self._shared is not None
-        base = self._shared
-        child_shared = dict(base)
-        child_id = self.child_ids[idx]
-        namespace = base.get(child_id)
-        if isinstance(namespace, dict):
-            # The namespace dict itself is copied, so the child's writes stay private
-            # until the merge.
-            child_shared[child_id] = dict(namespace)
-        try:
-            action = self._copy_child(child)._run(child_shared)
-        except Exception as exc:
-            return ItemOutcome(idx, child_id, None, exc, 1)
-        writes = {k: v for k, v in child_shared.items() if base.get(k, _MISSING) is not v}
-        return ItemOutcome(idx, child_id, (action, writes), None, 1)
-
-    def _copy_child(self, child: Any) -> Any:
-        """The per-child isolation: the batch node's (a deep copy of the whole child)."""
-        return isolate(child)
+    def _finish(self, run: Run) -> dict[str, Any]:
+        """Merge the finished children's writes (child order) and write the output."""
+        for done in run.collected.results:
+            if done is not None:
+                run.shared.update(done[1])
+        output = run.output(
+            "child",
+            "group_metadata",
+            {
+                "children": list(self.child_ids),
+                "max_concurrent": self.max_concurrent,
+                "on_error": self.on_error,
+            },
+        )
+        output["results"] = [None if r is None else r[0] for r in output["results"]]
+        run.shared[self.node_id] = output
+        return output
 
     def post(self, shared: MutableMapping[str, Any], prep_res: Any, exec_res: Any) -> str:
         shared[self.node_id] = exec_res
         return "default"
-
-    def _output(self, collected: Collected, started: float, duration: float) -> dict[str, Any]:
-        errors = [
-            {
-                "index": o.index,
-                "child": o.item,
-                "error": f"{type(o.error).__name__}: {o.error}",
-                "exception": o.error,
-            }
-            for o in collected.errors_by_index()
-        ]
-        return {
-            "results": [None if r is None else r[0] for r in collected.results],
-            "count": collected.total,
-            "success_count": collected.finished - len(errors),
-            "error_count": len(errors),
-            "errors": errors or None,
-            "group_metadata": {
-                "children": list(self.child_ids),
-                "max_concurrent": self.max_concurrent,
-                "on_error": self.on_error,
-                "aborted": bool(errors) and self.on_error == "fail_fast",
-                "timing": {"started_at": started, "duration_s": duration},
-            },
-        }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 from typing import Any, TypeVar
 
 from ._clone import clone
@@ -51,7 +50,7 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
 
 def _copy_error(obj: Any) -> BaseException | None:
     try:
-        copy.deepcopy(obj)
+        clone(obj)  # deepcopy's semantics, and a deep wrapper chain does not overflow
     except RecursionError:
         raise
     except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import types
 
 from parabatch.testing import Lock, checkpoint, spawn
 
@@ -67,9 +68,13 @@ def untraced_update() -> None:
     assert box["n"] == 2, f"lost update: n={box['n']}"
 
 
-def real_lock_contention() -> None:
-    """A real ``threading.Lock`` held across a scheduling point: the scheduler cannot see it."""
-    lock = threading.Lock()
+# Made at import, before any check, and kept in an object: the check cannot wrap it.
+_HOLDER = types.SimpleNamespace(lock=threading.Lock())
+
+
+def premade_lock_contention() -> None:
+    """A real lock made before the check, held across a scheduling point."""
+    lock = _HOLDER.lock
 
     def work() -> None:
         with lock:

@@ -59,7 +59,10 @@ def _every_failure_is_reported(cls: type[PflowBatchNode]) -> Callable[[], None]:
         )
         shared: dict[str, Any] = {}
         node.run(shared)
-        assert shared["n"]["error_count"] == 2, f"a failure was swallowed: {shared['n']}"
+        out = shared["n"]
+        assert out["error_count"] == 2, f"a failure was swallowed: {out}"
+        attempts = [e["attempts"] for e in out["errors"]]
+        assert attempts == [2, 2], f"wrong number of attempts per item: {attempts}"
 
     return fn
 
@@ -75,7 +78,7 @@ def test_the_shared_retry_counter_is_caught() -> None:
         _every_failure_is_reported(SharedRetryCounter), max_preemptions=2, raise_on_failure=False
     )
     assert result.failure is not None, f"not caught in {result.schedules_explored} schedules"
-    assert "swallowed" in result.failure.message
+    assert "wrong number of attempts" in result.failure.message
     print(f"shared retry counter caught at schedule {result.first_failure_at}")
 
 

@@ -53,21 +53,38 @@ def test_check_random_detection_rate() -> None:
     assert result.failure_rate >= 0.2, f"measured rate {result.failure_rate:.3f}"
 
 
+# The PCT bound in terms of explicit points only (trace_modules=()): k is the number of
+# checkpoints and spawns, so the bound is checked against a known k.
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_check_pct_finds_the_lost_update(seed: int) -> None:
     # Depth 2: one ordering constraint beyond each thread's own order. n and k come from a
     # passing run; the PCT bound sizes the budget for 99.9% confidence.
-    probe = replay(lost_update, "0", raise_on_failure=False)
+    probe = replay(lost_update, "0", raise_on_failure=False, trace_modules=())
     n, k = probe.max_threads, probe.max_steps
     assert (n, k) == (3, 4)
     budget = pct_iterations(threads=n, steps=k, depth=2, confidence=0.999)
-    result = check_pct(lost_update, iterations=budget, depth=2, seed=seed, raise_on_failure=False)
+    result = check_pct(
+        lost_update, iterations=budget, depth=2, seed=seed, raise_on_failure=False, trace_modules=()
+    )
     _found(result, "the lost update")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_check_pct_finds_the_lost_update_with_its_defaults(seed: int) -> None:
+    result = check_pct(lost_update, iterations=100, seed=seed, raise_on_failure=False)
+    _found(result, "the lost update")
+    assert set(result.per_depth) <= {1, 2, 3}
 
 
 def test_check_pct_detection_rate_meets_its_bound() -> None:
     result = check_pct(
-        lost_update, iterations=300, depth=2, seed=5, stop_on_failure=False, raise_on_failure=False
+        lost_update,
+        iterations=300,
+        depth=2,
+        seed=5,
+        stop_on_failure=False,
+        raise_on_failure=False,
+        trace_modules=(),
     )
     bound = 1 / (3 * 4)  # 1 / (n * k**(d-1)), n and k as measured above
     assert result.failure_rate >= bound, (
@@ -119,14 +136,15 @@ def test_given_schedules_finds_and_shrinks_the_lost_update() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_schedules_shrinks_to_a_single_switch(seed: int) -> None:
+    # Explicit points only, so the single switch has one shape to compare with.
     minimal = find(
         schedules(),
-        lambda s: not replay(lost_update, s, raise_on_failure=False).ok,
+        lambda s: not replay(lost_update, s, raise_on_failure=False, trace_modules=()).ok,
         settings=settings(max_examples=300, database=None, deadline=None),
         random=random.Random(seed),
     )
     assert len(minimal.switches) == 1, minimal
-    failure = replay(lost_update, minimal, raise_on_failure=False).failure
+    failure = replay(lost_update, minimal, raise_on_failure=False, trace_modules=()).failure
     assert failure is not None
     assert failure.preemptions == 1
     # The shape: T1 reads and is preempted, T2 reads and writes, T1 writes.
@@ -141,7 +159,7 @@ def test_schedules_shrinks_to_the_minimum_from_most_seeds() -> None:
     for seed in seeds:
         found = find(
             schedules(),
-            lambda s: not replay(lost_update, s, raise_on_failure=False).ok,
+            lambda s: not replay(lost_update, s, raise_on_failure=False, trace_modules=()).ok,
             settings=settings(max_examples=300, database=None, deadline=None),
             random=random.Random(seed),
         )

@@ -20,9 +20,10 @@ def test_the_worked_example_runs() -> None:
     for i, block in enumerate(blocks, 1):
         exec(compile(block, f"<scheduler.md block {i}>", "exec"), module.__dict__)
     # The pieces the text promises.
-    assert module.minimal.switches == ((3, 1),)
+    assert len(module.minimal.switches) == 1
     assert module.shrunk.preemptions == 1
-    assert module.certificate.exhausted
+    assert module.certificate.certified
+    assert module.blind.vacuous is not None
     # The test function shown in the doc fails, as a test of broken code must.
     try:
         module.test_lost_update()

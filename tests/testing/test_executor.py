@@ -18,17 +18,24 @@ from parabatch.testing import (
 
 
 class _Gauge:
-    """Counts tasks running at once (only one thread runs at a time: no lock needed)."""
+    """Counts tasks running at once.
+
+    Its counter is under a lock: ``self.running += 1`` is a read and a write, and the
+    scheduler interleaves them (an unlocked gauge miscounts under some schedules).
+    """
 
     def __init__(self) -> None:
         self.running = 0
         self.peak = 0
+        self.lock = Lock()
 
     def task(self, i: int) -> int:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
         checkpoint("in task")
-        self.running -= 1
+        with self.lock:
+            self.running -= 1
         return i * i
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import _thread
 import concurrent.futures
 import contextlib
 import random
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -14,10 +17,11 @@ from parabatch.testing import (
     BlockedFailure,
     DeadlockFailure,
     NondeterminismFailure,
+    RefusedFailure,
     ScheduleFailure,
     SchedulerUsageError,
     StepLimitFailure,
-    UncontrolledThreadFailure,
+    _scheduler,
     check_dfs,
     check_random,
     checkpoint,
@@ -25,7 +29,7 @@ from parabatch.testing import (
     spawn,
 )
 
-from .subjects import lost_update, opposite_lock_order, real_lock_contention
+from .subjects import lost_update, opposite_lock_order, premade_lock_contention
 
 
 def test_opposite_lock_order_is_reported_as_a_deadlock_with_its_schedule() -> None:
@@ -54,7 +58,7 @@ def test_a_failure_report_has_strategy_seed_schedule_trace_and_replay_line() -> 
     failure = info.value.failure
     assert "check_random" in text and "seed=9" in text
     assert repr(failure.schedule) in text
-    assert "T1   start -> 'read'" in text
+    assert "`value = box[\"n\"]` -> 'read'" in text  # the traced read, then the checkpoint
     assert failure.replay in text
     assert failure.replay.endswith(
         f'parabatch.testing.replay(tests.testing.subjects.lost_update, "{failure.schedule}")'
@@ -80,15 +84,44 @@ def test_replay_gives_an_identical_trace_20_times_out_of_20() -> None:
     assert traces == {failure.trace}
 
 
-def _starts_a_real_thread() -> None:
-    t = threading.Thread(target=lambda: None)
-    t.start()  # START-LINE
+def _starts_a_plain_thread() -> None:
+    box = {"n": 0}
+
+    def incr() -> None:
+        box["n"] += 1
+
+    t = threading.Thread(target=incr)
+    t.start()
+    incr()
     t.join()
+    assert box["n"] == 2, box
 
 
 def _uses_its_own_pool() -> None:
+    box = {"n": 0}
+
+    def incr() -> None:
+        box["n"] += 1
+
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        pool.submit(print, "escaped")  # POOL-LINE
+        for _ in range(2):
+            pool.submit(incr)
+    assert box["n"] == 2, box
+
+
+@pytest.mark.parametrize("fn", [_starts_a_plain_thread, _uses_its_own_pool])
+def test_plain_threads_and_pools_are_controlled_and_their_race_found(fn: Any) -> None:
+    # Once refused; now a threading.Thread or a ThreadPoolExecutor made inside the run runs
+    # on managed threads, and the unlocked increment is found.
+    result = check_dfs(fn, raise_on_failure=False)
+    assert result.failure is not None and result.failure.kind == "exception", result
+    assert result.max_threads >= 2
+    assert threading.Thread.start.__module__ == "threading"  # restored afterwards
+    assert concurrent.futures.ThreadPoolExecutor.submit.__module__ == "concurrent.futures.thread"
+
+
+def _raw_thread() -> None:
+    _thread.start_new_thread(print, ("escaped",))  # RAW-LINE
 
 
 def _line_of(marker: str) -> str:
@@ -99,48 +132,57 @@ def _line_of(marker: str) -> str:
     raise AssertionError(marker)
 
 
-@pytest.mark.parametrize(
-    ("fn", "marker"), [(_starts_a_real_thread, "START-LINE"), (_uses_its_own_pool, "POOL-LINE")]
-)
-def test_a_thread_started_behind_the_schedulers_back_is_reported(fn: Any, marker: str) -> None:
-    with pytest.raises(UncontrolledThreadFailure) as info:
-        check_random(fn, iterations=3, seed=0)
-    assert _line_of(marker) in info.value.failure.message
-    assert threading.Thread.start.__module__ == "threading"  # restored afterwards
+def test_a_raw_thread_is_refused_naming_its_line() -> None:
+    with pytest.raises(RefusedFailure) as info:
+        check_random(_raw_thread, iterations=3, seed=0)
+    assert _line_of("RAW-LINE") in info.value.failure.message
 
 
-def test_a_stray_thread_is_reported_even_if_the_subject_swallows_the_error() -> None:
+def test_a_refusal_stands_even_if_the_subject_swallows_the_error() -> None:
     def swallows() -> None:
         with contextlib.suppress(Exception):
-            threading.Thread(target=print).start()
+            _thread.start_new_thread(print, ("escaped",))
 
     result = check_random(swallows, iterations=1, seed=0, raise_on_failure=False)
-    assert result.failure is not None and result.failure.kind == "uncontrolled-thread"
+    assert result.failure is not None and result.failure.kind == "refused"
 
 
-def test_a_thread_blocked_on_a_real_event_is_reported_not_hung() -> None:
-    event = threading.Event()
+def test_a_wait_nobody_ends_on_an_event_made_before_the_check_is_a_deadlock() -> None:
+    event = threading.Event()  # made before the check: its waits are controlled too
 
-    def waits_for_real() -> None:
-        t = spawn(event.wait)
+    def waits() -> None:
+        t = threading.Thread(target=event.wait)
+        t.start()
         t.join()
 
-    try:
-        with pytest.raises(BlockedFailure) as info:
-            check_random(waits_for_real, iterations=1, seed=0, stall_timeout=0.2)
-    finally:
-        event.set()  # lets the abandoned thread go
-    failure = info.value.failure
-    assert failure.kind == "blocked" and failure.thread == "T1"
-    assert "threading.py" in failure.details  # its stack shows where it waits
-    assert "T1" in failure.details  # named among the threads left running
+    with pytest.raises(DeadlockFailure) as info:
+        check_random(waits, iterations=1, seed=0)
+    assert "Event.wait" in info.value.failure.details, info.value.failure.details
 
 
-def test_a_real_lock_held_across_a_switch_point_is_reported_not_hung() -> None:
+def test_a_timed_wait_on_an_event_costs_no_real_time_and_times_out() -> None:
+    event = threading.Event()
+    seen: list[object] = []
+
+    def polls() -> None:
+        start = time.monotonic()
+        got = event.wait(30.0)  # virtual: expires as soon as nothing else can run
+        seen.append((got, time.monotonic() - start))
+
+    check_random(polls, iterations=1, seed=0)
+    assert seen == [(False, 30.0)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_lock_made_before_the_check_and_held_across_a_point_is_reported_at_once() -> None:
+    # The lock sits in an object, out of the module scan's reach: a real lock. Contended
+    # while its holder is parked, the next thread sleeps in the kernel; that is reported
+    # well before the (raised) stall timeout.
     with pytest.raises(BlockedFailure) as info:
-        check_dfs(real_lock_contention, max_preemptions=1, stall_timeout=0.2)
+        check_dfs(premade_lock_contention, max_preemptions=1, stall_timeout=60)
     failure = info.value.failure
-    assert "real_lock_contention" in failure.replay
+    assert "premade_lock_contention" in failure.replay
+    assert "blocked in the kernel" in failure.message
     assert failure.thread in ("T1", "T2")
 
 
@@ -189,27 +231,36 @@ def test_checks_do_not_nest() -> None:
         check_random(lost_update, iterations=1, seed=0)
 
     result = check_random(nested, iterations=1, seed=0, raise_on_failure=False)
-    assert result.failure is not None
+    assert result.failure is not None and result.failure.kind == "refused"
     assert isinstance(result.failure.exception, SchedulerUsageError)
+    assert "a check inside a check" in result.failure.message
+    assert "test_failures.py" in result.failure.message  # the call site
 
 
 def test_spawn_from_an_unmanaged_thread_is_a_usage_error() -> None:
     errors: list[BaseException] = []
+    go = threading.Event()
+
+    def foreign() -> None:
+        go.wait()
+        try:
+            spawn(print)
+        except SchedulerUsageError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=foreign)  # started before the check: not managed
+    t.start()
 
     def fn() -> None:
-        def foreign() -> None:
-            try:
-                spawn(print)
-            except SchedulerUsageError as exc:
-                errors.append(exc)
+        go.set()
+        while not errors:  # a real wait, outside the model: the foreign thread runs
+            _scheduler._real_sleep(0.001)
 
-        from parabatch.testing._scheduler import _real_start
-
-        t = threading.Thread(target=foreign)
-        _real_start(t)  # smuggled past the guard, as a pre-existing thread would be
+    try:
+        check_random(fn, iterations=1, seed=0)
+    finally:
+        go.set()
         t.join()
-
-    check_random(fn, iterations=1, seed=0)
     assert len(errors) == 1
 
 

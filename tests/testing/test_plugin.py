@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import parabatch
 pytest_plugins = ["pytester"]
 
 Runner = Callable[..., pytest.RunResult]
-PLUGIN = "parabatch.testing.pytest_plugin"
+PLUGIN = "_parabatch_pytest"
 
 # The settings of this project, so the inner sessions are as strict as ours.
 STRICT = ["--strict-markers", "-W", "error", "-p", "no:cacheprovider", "-p", "no:benchmark"]
@@ -33,6 +34,17 @@ def run(pytester: pytest.Pytester, pytestconfig: pytest.Config) -> Runner:
         return pytester.runpytest(*STRICT, *load, *args)
 
     return run
+
+
+def _load() -> list[str]:
+    """``-p`` for a subprocess session when the entry point is not installed (source tree)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        installed = any(ep.name == "parabatch" for ep in distribution("parabatch").entry_points)
+    except PackageNotFoundError:
+        installed = False
+    return [] if installed else ["-p", PLUGIN]
 
 
 def test_the_fixture_passes_the_core(run: Runner) -> None:
@@ -54,7 +66,7 @@ def test_the_fixture_fails_no_copy_with_the_table_and_the_replay_line(run: Runne
         from parabatch.testing.broken import NoCopy
 
         def test_no_copy(verify_batch_node):
-            verify_batch_node(NoCopy, budget=30, seed=1)
+            verify_batch_node(NoCopy, budget=30, seed=1, shrink=False)
             raise AssertionError("not reached: the fixture fails the test")
         """
     )
@@ -73,6 +85,81 @@ def test_the_fixture_fails_no_copy_with_the_table_and_the_replay_line(run: Runne
         ]
     )
     assert "def verify(" not in out  # the report, not the plugin's traceback
+    assert "shrunk" not in out
+
+
+def test_the_fixture_shrinks_the_counterexample_by_default(run: Runner) -> None:
+    result = run(
+        """
+        from parabatch.testing.broken import KeepsSubmitting
+
+        def test_keeps_submitting(verify_batch_node):
+            verify_batch_node(KeepsSubmitting, budget=20, seed=1)
+        """
+    )
+    result.assert_outcomes(failed=1)
+    # Unshrunk, seed 1 finds it with 6 items and 8 preemptions.
+    result.stdout.fnmatch_lines(
+        [
+            "verify parabatch.testing.broken:KeepsSubmitting: random, seed=1, 20 schedules*",
+            "FAILED: FORBIDDEN outcome first seen after * schedules",
+            "counterexample, shrunk by Hypothesis from the first one found "
+            "(6 items, 8 preemptions -> * items, * preemptions):",
+            "*replay it with:",
+            "*t.replay_scenario('parabatch.testing.broken:KeepsSubmitting'*",
+        ]
+    )
+    line = next(x for x in result.outlines if "shrunk by Hypothesis" in x)
+    items, preemptions = (int(n) for n in re.findall(r"-> (\d+) items, (\d+) preemptions", line)[0])
+    assert (items, preemptions) < (6, 8)
+    assert result.stdout.str().count("replay it with:") == 1  # the shrunk one only
+
+
+def test_without_hypothesis_the_failure_says_how_to_shrink(pytester: pytest.Pytester) -> None:
+    # A fresh interpreter where Hypothesis cannot be imported, its own plugin switched off.
+    pytester.makeconftest(
+        """
+        import sys
+
+        assert "hypothesis" not in sys.modules
+        sys.modules["hypothesis"] = None  # import hypothesis -> ImportError
+        """
+    )
+    pytester.makepyfile(
+        test_subject="""
+        from parabatch.testing.broken import KeepsSubmitting
+
+        def test_keeps_submitting(verify_batch_node):
+            verify_batch_node(KeepsSubmitting, budget=20, seed=1)
+        """
+    )
+    result = pytester.runpytest_subprocess(*STRICT, "-p", "no:hypothesispytest", *_load())
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["counterexample:", "*replay it with:", "*", "not shrunk: *"])
+    # (fnmatch reads [...] as a character class: the advice is checked as plain text)
+    assert (
+        "not shrunk: Hypothesis is not installed. With it (pip install 'parabatch[hypothesis]') "
+        "this failure shows the counterexample shrunk to the fewest items and context switches"
+    ) in result.stdout.str()
+
+
+def test_shrink_takes_a_bool_or_a_budget(run: Runner) -> None:
+    result = run(
+        """
+        import pytest
+        from parabatch import PflowBatchNode
+
+        @pytest.mark.parametrize("value", [0, -1, "yes", 1.5])
+        def test_bad_shrink(verify_batch_node, value):
+            with pytest.raises(ValueError, match="shrink="):
+                verify_batch_node(PflowBatchNode, budget=2, shrink=value)
+
+        @pytest.mark.parabatch_verify(shrink=False)
+        def test_shrink_from_the_marker_passes_through(verify_batch_node):
+            assert verify_batch_node(PflowBatchNode, budget=2).ok
+        """
+    )
+    result.assert_outcomes(passed=5)
 
 
 def test_the_marker_sets_defaults_the_closest_winning(run: Runner) -> None:
@@ -152,3 +239,50 @@ def test_parabatch_testing_imports_no_pytest() -> None:
         [sys.executable, "-c", code, src], capture_output=True, text=True, check=True, timeout=60
     )
     assert proc.stdout.strip() == "[]"
+
+
+#: Top-level packages a session must not import just because parabatch is installed.
+HEAVY = {"parabatch", "pocketflow", "jsonschema", "referencing", "rpds", "attrs", "hypothesis"}
+
+
+def test_a_session_that_does_not_use_the_fixture_imports_nothing_heavy(
+    pytester: pytest.Pytester,
+) -> None:
+    """The plugin is loaded (its marker is registered) and no parabatch module is imported.
+
+    The time this saves is a benchmark figure (benchmarks/bench_plugin.py); this is the
+    untimed cause: what loading the plugin imports.
+    """
+    pytester.makeconftest(
+        f"""
+        import sys
+
+        def pytest_collection_finish(session):
+            heavy = sorted(m for m in sys.modules if m.split(".")[0] in {sorted(HEAVY)!r})
+            print("plugin loaded:", session.config.pluginmanager.has_plugin("parabatch")
+                  or session.config.pluginmanager.has_plugin({PLUGIN!r}))
+            print("heavy modules:", heavy)
+        """
+    )
+    pytester.makepyfile(test_one="def test_one():\n    assert 1 + 1 == 2\n")
+    # Hypothesis's own plugin imports Hypothesis; it is not ours to judge.
+    result = pytester.runpytest_subprocess(*STRICT, "-s", "-p", "no:hypothesispytest", *_load())
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["plugin loaded: True", "heavy modules: []"])
+
+
+def test_the_old_plugin_path_still_loads(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_subject="""
+        from parabatch import PflowBatchNode
+
+        def test_core(verify_batch_node):
+            assert verify_batch_node(PflowBatchNode, budget=3).ok
+        """
+    )
+    # A subprocess: in this one the module is already imported, and pytest would warn that
+    # it cannot rewrite its asserts. The entry point, if installed, is switched off.
+    result = pytester.runpytest_subprocess(
+        *STRICT, "-p", "no:parabatch", "-p", "parabatch.testing.pytest_plugin"
+    )
+    result.assert_outcomes(passed=1)

@@ -12,10 +12,18 @@ from . import untraced
 from .subjects import untraced_update
 
 
-def test_without_tracing_the_scheduler_cannot_see_the_race() -> None:
-    # The documented limit: no scheduling point inside increment(), so nothing interleaves.
-    result = check_dfs(untraced_update, max_preemptions=2)
+def test_by_default_the_user_code_reached_is_traced_and_the_race_found() -> None:
+    result = check_dfs(untraced_update, max_preemptions=2, raise_on_failure=False)
+    assert result.failure is not None and "lost update" in result.failure.message
+
+
+def test_with_tracing_off_a_pass_is_not_called_a_certificate() -> None:
+    # No point inside increment(): nothing interleaves, and the result says so.
+    result = check_dfs(untraced_update, max_preemptions=2, trace_modules=())
     assert result.ok and result.exhausted
+    assert not result.certified
+    assert result.vacuous is not None and "no shared state" in result.vacuous
+    assert "NOT A CERTIFICATE" in str(result)
 
 
 @pytest.mark.parametrize("spec", ["tests.testing.untraced", untraced, untraced.__file__])

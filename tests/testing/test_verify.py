@@ -53,7 +53,7 @@ def test_the_core_passes_dfs_with_tracing_under_a_cap() -> None:
     report = verify_batch_node(PflowBatchNode, strategy="dfs", budget=15, seed=1)
     assert report.ok, report.format()
     n = len(default_dfs_scenarios())
-    assert report.scenarios == n and report.schedules == 15 * n
+    assert report.scenarios == n and n < report.schedules <= 15 * n
     assert report.exhausted is False  # capped: traced lines make the space large
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+import pickle
+import signal
 import subprocess
+import time
 import urllib.error
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,9 +118,72 @@ def test_shell_nonzero_exit_raises_unless_check_is_false() -> None:
     assert out["returncode"] == 3
 
 
+def test_shell_failure_says_why_with_the_end_of_stderr() -> None:
+    """A failed command said only its exit status: its stderr went nowhere."""
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        run(ShellNode(), {"cmd": ["sh", "-c", "echo 'cannot open x' >&2; exit 2"]})
+    assert str(info.value) == (
+        "Command '['sh', '-c', \"echo 'cannot open x' >&2; exit 2\"]' returned non-zero exit "
+        "status 2; stderr: cannot open x"
+    )
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        run(ShellNode(), {"cmd": ["sh", "-c", "head -c 2000 /dev/zero | tr '\\0' e >&2; exit 1"]})
+    assert str(info.value).endswith("; stderr: ..." + "e" * 500)
+    back = pickle.loads(pickle.dumps(info.value))
+    assert (type(back), str(back), back.stderr) == (type(info.value), str(info.value), "e" * 2000)
+
+
 def test_shell_timeout_raises() -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         run(ShellNode(), {"cmd": ["sleep", "5"], "timeout": 0.2})
+
+
+def test_shell_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """A grandchild of the command must not outlive it (it did: only the shell was killed)."""
+    pid_file = tmp_path / "pid"
+    script = f"sleep 600 & echo $! > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}; wait"
+    for timeout in (2, 10, 40):  # longer only if a loaded machine hit the timeout first
+        with pytest.raises(subprocess.TimeoutExpired):
+            run(ShellNode(), {"cmd": ["sh", "-c", script], "timeout": timeout})
+        if pid_file.exists():
+            break
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 60  # a safety bound on the wait, not a speed check
+    while not _dead(grandchild):
+        if time.monotonic() > deadline:
+            os.kill(grandchild, signal.SIGKILL)
+            pytest.fail(f"the command's grandchild {grandchild} outlived its timeout")
+        time.sleep(0.01)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_shell_output_that_is_not_utf8_is_replaced_not_an_error() -> None:
+    out = run(ShellNode(), {"cmd": ["printf", "caf\\351 ok"]})
+    assert out["stdout"] == "caf\ufffd ok"
+
+
+@pytest.mark.parametrize(
+    ("node", "params"),
+    [
+        (ShellNode(), {"cmd": ["true"], "timeout": float("inf")}),
+        (ShellNode(), {"cmd": ["true"], "timeout": float("nan")}),
+        (HttpNode(), {"url": "http://127.0.0.1:9/", "timeout": 1e300}),
+        (SimulatedLlmNode(), {"prompt": "x", "latency": float("inf")}),
+        (SimulatedLlmNode(), {"prompt": "x", "latency": float("nan")}),
+        (SimulatedLlmNode(), {"prompt": "x", "latency": 1e300}),
+    ],
+)
+def test_durations_known_only_at_run_time_are_checked_then(node: Any, params: Any) -> None:
+    """A ``${...}`` duration escapes validation: inf overflowed time.sleep, NaN waited 0."""
+    with pytest.raises(ValueError, match=r"must be a number .* and <= 604800"):
+        run(node, params)
 
 
 @pytest.mark.parametrize("cmd", ["wc -w", [], ["wc", 1]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -278,6 +279,171 @@ def test_load_workflow_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "wf.json"
     path.write_text(json.dumps({"nodes": [{"id": "a", "type": "x"}]}))
     with pytest.raises(WorkflowError, match=r"^invalid .*wf\.json \(1 problem\)"):
+        load_workflow(path)
+
+
+# -- regressions: what a file or a hand-written document may hold --------------------------
+
+LLM = {"id": "a", "type": "llm", "params": {"prompt": "x"}}
+
+
+def problems_of(doc: Any) -> list[str]:
+    with pytest.raises(WorkflowError) as info:
+        validate_workflow(doc)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("NaN", "NaN"), ("1e400", "Infinity")],
+)
+def test_non_finite_numbers_in_a_file_are_refused_where_they_are(
+    tmp_path: Path, text: str, shown: str
+) -> None:
+    """json reads NaN and Infinity though JSON has neither; retry_wait: Infinity passed."""
+    path = tmp_path / "wf.json"
+    path.write_text(
+        '{"nodes": [{"id": "a", "type": "llm", "params": {"prompt": "x"}, '
+        f'"batch": {{"items": [1], "max_retries": 2, "retry_wait": {text}}}}}]}}'
+    )
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path)
+    assert info.value.problems == [
+        f"nodes[0] ('a').batch.retry_wait={shown}: must be a finite number (JSON has no NaN "
+        "or Infinity; a number beyond 1.8e308 reads as Infinity)"
+    ]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    "where",
+    [("params", "latency"), ("params", "max_words"), ("batch", "retry_wait"), ("batch", "items")],
+)
+def test_non_finite_numbers_anywhere_are_reported_once(value: float, where: Any) -> None:
+    field, key = where
+    node = copy.deepcopy(LLM)
+    node["batch"] = {"items": [1]}
+    node[field][key] = [value] if key == "items" else value
+    [problem] = problems_of({"nodes": [node]})
+    assert problem.startswith(f"nodes[0] ('a').{field}.{key}")
+    assert "must be a finite number" in problem
+
+
+@pytest.mark.parametrize("wait", [1e300, 1e10, 3600.5])
+def test_a_retry_wait_beyond_an_hour_is_refused(wait: float) -> None:
+    """1e300 overflowed time.sleep outside the item's error handling; 1e9 hung the run."""
+    node = {**LLM, "batch": {"items": [1], "max_retries": 2, "retry_wait": wait}}
+    assert problems_of({"nodes": [node]}) == [
+        f"nodes[0] ('a').batch.retry_wait={wait!r}: must be a finite number from 0 to 3600 "
+        "(seconds)"
+    ]
+    node["batch"]["retry_wait"] = 3600
+    validate_workflow({"nodes": [node]})
+
+
+@pytest.mark.parametrize(
+    ("node_type", "params", "field"),
+    [
+        ("llm", {"prompt": "x", "latency": 1e300}, "latency"),
+        ("http", {"url": "http://x", "timeout": 1e300}, "timeout"),
+        ("shell", {"cmd": ["true"], "timeout": 1e300}, "timeout"),
+    ],
+)
+def test_a_node_duration_beyond_a_week_is_refused(
+    node_type: str, params: dict[str, Any], field: str
+) -> None:
+    [problem] = problems_of({"nodes": [{"id": "a", "type": node_type, "params": params}]})
+    assert problem.startswith(f"nodes[0] ('a').params.{field}=1e+300: must be a number")
+    assert problem.endswith("604800")
+
+
+@pytest.mark.parametrize(
+    ("batch", "problem"),
+    [
+        (
+            {"as": "a"},
+            "nodes[0] ('a').batch.as='a': is its own id; inside the batch ${a} would be the "
+            "item, not that node's output (pick another name)",
+        ),
+        (
+            {"as": "b"},
+            "nodes[0] ('a').batch.as='b': is the id of nodes[1] ('b'); inside the batch ${b} "
+            "would be the item, not that node's output (pick another name)",
+        ),
+        (
+            {"as": "__index__"},
+            "nodes[0] ('a').batch.as='__index__': reserved (keys of the form __name__ are "
+            "special keys at the root of shared)",
+        ),
+        (
+            {"as": "__llm_calls__"},
+            "nodes[0] ('a').batch.as='__llm_calls__': reserved (keys of the form __name__ are "
+            "special keys at the root of shared)",
+        ),
+    ],
+)
+def test_an_item_name_that_collides_is_refused(batch: dict[str, Any], problem: str) -> None:
+    """The item and every node's namespace are keys at the root of the item's store."""
+    node = {**LLM, "batch": {"items": [1], **batch}}
+    doc = {"nodes": [node, {**LLM, "id": "b"}], "edges": [{"from": "a", "to": "b"}]}
+    assert problems_of(doc) == [problem]
+
+
+def test_the_default_item_name_collides_with_a_node_called_item() -> None:
+    doc = {
+        "nodes": [
+            {**LLM, "id": "item"},
+            {**LLM, "id": "b", "batch": {"items": [1]}},
+        ],
+        "edges": [{"from": "item", "to": "b"}],
+    }
+    assert problems_of(doc) == [
+        "nodes[1] ('b').batch.as='item' (the default): is the id of nodes[0] ('item'); inside "
+        "the batch ${item} would be the item, not that node's output (pick another name)"
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_a_workflow_error(tmp_path: Path) -> None:
+    """It raised UnicodeDecodeError: a traceback, where the README promises exit 2."""
+    path = tmp_path / "wf.json"
+    path.write_bytes(b'{"nodes": [\n{"id": "a", "type": "llm", "params": {"prompt": "caf\xe9"}}]}')
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path)
+    assert info.value.problems == [
+        f"{path}: line 2: not UTF-8 text (byte 0xe9 at offset 64); save the file as UTF-8"
+    ]
+
+
+def test_a_utf8_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "wf.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"nodes": [LLM]}).encode())
+    assert load_workflow(path)["start"] == "a"
+
+
+def test_json_nested_too_deeply_is_a_workflow_error(tmp_path: Path) -> None:
+    path = tmp_path / "wf.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(WorkflowError, match="nested too deeply to read"):
+        load_workflow(path)
+    deep: Any = {"nodes": [LLM]}
+    for _ in range(5_000):
+        deep = {"nodes": [{"id": "g", "type": "parallel_group", "children": deep["nodes"]}]}
+    with pytest.raises(WorkflowError, match="nested too deeply to check"):
+        validate_workflow(deep)
+
+
+def test_an_integer_too_long_to_read_is_a_workflow_error(tmp_path: Path) -> None:
+    """Python 3.11+ refuses to convert integers of more than 4,300 digits (a ValueError)."""
+    path = tmp_path / "wf.json"
+    path.write_text(
+        '{"nodes": [{"id": "a", "type": "llm", "params": {"prompt": "x", "max_words": 1'
+        + "0" * 5_000
+        + "}}]}"
+    )
+    if not hasattr(sys, "get_int_max_str_digits"):
+        assert load_workflow(path)["nodes"][0]["params"]["max_words"] == 10**5_000
+        return
+    with pytest.raises(WorkflowError, match="not valid JSON: Exceeds the limit"):
         load_workflow(path)
 
 

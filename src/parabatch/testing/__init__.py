@@ -40,6 +40,7 @@ from ._check import replay as replay
 from ._errors import BlockedFailure as BlockedFailure
 from ._errors import DeadlockFailure as DeadlockFailure
 from ._errors import NondeterminismFailure as NondeterminismFailure
+from ._errors import RefusedFailure as RefusedFailure
 from ._errors import ScheduleFailure as ScheduleFailure
 from ._errors import SchedulerUsageError as SchedulerUsageError
 from ._errors import StepLimitFailure as StepLimitFailure
@@ -86,6 +87,7 @@ __all__ = [
     "OutcomeTable",
     "Probe",
     "RLock",
+    "RefusedFailure",
     "Scenario",
     "Schedule",
     "ScheduleFailure",

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import importlib
 import os
 import random
 import sys
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
-from . import _executor, _scheduler
+from . import _scheduler, _world
 from ._errors import (
     BlockedFailure,
     DeadlockFailure,
     NondeterminismFailure,
+    RefusedFailure,
     ScheduleFailure,
     SchedulerUsageError,
     StepLimitFailure,
@@ -36,6 +35,8 @@ from ._strategies import (
     parse_schedule,
 )
 from ._trace import CheckResult, Failure, render_trace
+from ._tracing import make_tracer
+from ._world import refuse
 
 __all__ = ["check_dfs", "check_pct", "check_random", "check_stress", "replay"]
 
@@ -49,6 +50,7 @@ _FAILURE_CLASSES: dict[str, type[ScheduleFailure]] = {
     "uncontrolled-thread": UncontrolledThreadFailure,
     "nondeterminism": NondeterminismFailure,
     "step-limit": StepLimitFailure,
+    "refused": RefusedFailure,
 }
 
 # One controlled (or stress) check per process at a time: the patches are process-wide.
@@ -58,39 +60,33 @@ _session_lock = threading.Lock()
 @contextlib.contextmanager
 def _session(controlled: bool) -> Iterator[None]:
     if not _session_lock.acquire(blocking=False):
+        inside = isinstance(_scheduler._current, Runtime) and _scheduler._current.me() is not None
+        if inside:
+            raise refuse(
+                "a check inside a check",
+                "the checked function runs under a scheduler already; checks do not nest",
+                depth=4,
+            )
         raise SchedulerUsageError(
             "a parabatch.testing check is already running in this process; checks do not "
             "nest (a checked function cannot start a check) and do not run concurrently"
         )
-    saved = (
-        threading.Thread.start,
-        time.sleep,
-        concurrent.futures.wait,
-        concurrent.futures.as_completed,
-    )
+    world = _world.World()
     try:
         if controlled:
             # Installed for the whole check, removed even if it fails: see docs/scheduler.md.
-            threading.Thread.start = _scheduler._guarded_start  # type: ignore[method-assign]
-            time.sleep = _scheduler._controlled_sleep  # type: ignore[assignment]
-            concurrent.futures.wait = _executor.wait
-            concurrent.futures.as_completed = _executor.as_completed  # type: ignore[assignment]
+            world.install()
         yield
     finally:
-        (
-            threading.Thread.start,  # type: ignore[method-assign]
-            time.sleep,
-            concurrent.futures.wait,
-            concurrent.futures.as_completed,
-        ) = saved
+        world.uninstall()
         _scheduler.set_current(None)
         _session_lock.release()
 
 
 @dataclass(frozen=True)
 class _Options:
-    trace_paths: tuple[str, ...]
-    trace_names: tuple[str, ...]
+    trace_paths: Optional[tuple[str, ...]]  # None: user code (the default)
+    trace_names: Optional[tuple[str, ...]]
     stall_timeout: float
     max_steps: int
     stop_on_failure: bool
@@ -121,7 +117,7 @@ def _resolve_modules(modules: Sequence[ModuleSpec]) -> tuple[tuple[str, ...], tu
 
 
 def _options(
-    trace_modules: Sequence[ModuleSpec],
+    trace_modules: Optional[Sequence[ModuleSpec]],
     stall_timeout: float,
     max_steps: int,
     stop_on_failure: bool,
@@ -131,6 +127,8 @@ def _options(
         raise ValueError(f"stall_timeout={stall_timeout!r}: must be a number of seconds > 0")
     if max_steps < 1:
         raise ValueError(f"max_steps={max_steps!r}: must be >= 1")
+    if trace_modules is None:
+        return _Options(None, None, stall_timeout, max_steps, stop_on_failure, raise_on_failure)
     paths, names = _resolve_modules(trace_modules)
     return _Options(paths, names, stall_timeout, max_steps, stop_on_failure, raise_on_failure)
 
@@ -166,7 +164,7 @@ def _fn_ref(fn: Callable[..., Any]) -> tuple[str, str]:
 
 def _replay_line(fn: Callable[..., Any], schedule: str, opts: _Options) -> str:
     ref, imp = _fn_ref(fn)
-    extra = f", trace_modules={list(opts.trace_names)!r}" if opts.trace_names else ""
+    extra = "" if opts.trace_names is None else f", trace_modules={list(opts.trace_names)!r}"
     line = f'{imp}import parabatch.testing; parabatch.testing.replay({ref}, "{schedule}"{extra})'
     if ref == getattr(fn, "__name__", "fn") and "<" in getattr(fn, "__qualname__", "<"):
         code = getattr(fn, "__code__", None)
@@ -179,8 +177,20 @@ def _execute(
     fn: Callable[[], Any], strategy: Strategy, opts: _Options, pool: CarrierPool
 ) -> Runtime:
     rt = Runtime(strategy, pool=pool, stall_timeout=opts.stall_timeout, max_steps=opts.max_steps)
-    if opts.trace_paths:
-        rt.tracer = _scheduler.make_tracer(rt, opts.trace_paths)
+    if opts.trace_paths is None or opts.trace_paths:
+        point = rt.point
+
+        def traced_point(label: Any) -> None:
+            rt.accesses += 1
+            point(label)
+
+        paths = None
+        if opts.trace_paths is not None:
+            paths = (
+                frozenset(p for p in opts.trace_paths if not p.endswith(os.sep)),
+                tuple(p for p in opts.trace_paths if p.endswith(os.sep)),
+            )
+        rt.tracer = make_tracer(traced_point, paths)
     _scheduler.set_current(rt)
     try:
         rt.run(fn)
@@ -235,17 +245,32 @@ def _run_check(
 ) -> CheckResult:
     _check_fn(fn)
     explored = failures = max_steps = max_threads = 0
+    choices = accesses = explicit = 0
+    points: list[int] = []
     first: Optional[Failure] = None
     first_at: Optional[int] = None
+    per_depth: dict[int, list[int]] = {}
     pool = CarrierPool()
     with _session(controlled=True), contextlib.closing(pool):
         for _ in range(iterations):
             if not strategy.new_execution():
                 break
+            depth = getattr(strategy, "current_depth", None)
             rt = _execute(fn, strategy, opts, pool)
             explored += 1
             max_steps = max(max_steps, rt.steps)
             max_threads = max(max_threads, len(rt.threads))
+            choices += len(rt.decisions)
+            accesses += rt.accesses
+            explicit += rt.explicit
+            for t in rt.threads:
+                if t.tid >= len(points):
+                    points.append(0)
+                points[t.tid] = max(points[t.tid], t.points)
+            if depth is not None:
+                runs = per_depth.setdefault(depth, [0, 0])
+                runs[0] += 1
+                runs[1] += rt.failure is not None
             if rt.failure is not None:
                 failures += 1
                 if first is None:
@@ -264,10 +289,24 @@ def _run_check(
         seed=seed,
         max_steps=max_steps,
         max_threads=max_threads,
+        choices=choices,
+        points_per_thread=tuple(points),
+        shared_accesses=accesses,
+        explicit_points=explicit,
+        traced=_traced_text(opts),
+        per_depth={d: (r[0], r[1]) for d, r in sorted(per_depth.items())},
     )
     if first is not None and opts.raise_on_failure:
         raise _FAILURE_CLASSES[first.kind](first, result) from first.exception
     return result
+
+
+def _traced_text(opts: _Options) -> str:
+    if opts.trace_names is None:
+        return "user code"
+    if not opts.trace_names:
+        return "nothing"
+    return ", ".join(opts.trace_names)
 
 
 def check_random(
@@ -275,7 +314,7 @@ def check_random(
     iterations: int = 100,
     seed: Optional[int] = None,
     *,
-    trace_modules: Sequence[ModuleSpec] = (),
+    trace_modules: Optional[Sequence[ModuleSpec]] = None,
     stall_timeout: float = 2.0,
     max_steps: int = 100_000,
     stop_on_failure: bool = True,
@@ -291,8 +330,10 @@ def check_random(
         fn: the checked function.
         iterations: how many schedules to run.
         seed: seeds the schedule choices; None draws one (reported on failure).
-        trace_modules: modules (objects, dotted names, or file paths) in which every
-            executed line becomes a scheduling point, via ``sys.settrace``.
+        trace_modules: where shared-state accesses become scheduling points (via
+            ``sys.settrace``): None (default) traces the user code the function reaches
+            (not the standard library, installed packages or parabatch); a list of modules
+            (objects, dotted names, or file paths) traces those only; ``()`` traces nothing.
         stall_timeout: seconds without reaching a scheduling point after which the running
             thread is reported as blocked outside the scheduler's control.
         max_steps: scheduling points one run may pass before it is reported as a livelock.
@@ -326,10 +367,10 @@ def check_random(
 def check_pct(
     fn: Callable[[], Any],
     iterations: int = 100,
-    depth: int = 2,
+    depth: Optional[int] = None,
     seed: Optional[int] = None,
     *,
-    trace_modules: Sequence[ModuleSpec] = (),
+    trace_modules: Optional[Sequence[ModuleSpec]] = None,
     stall_timeout: float = 2.0,
     max_steps: int = 100_000,
     stop_on_failure: bool = True,
@@ -340,7 +381,10 @@ def check_pct(
     Probabilistic concurrency testing (Burckhardt et al., 2010): random thread priorities
     plus ``depth - 1`` priority-change points. One run finds a depth-``d`` bug with
     probability at least ``1 / (n * k**(d-1))`` for ``n`` threads and ``k`` steps; size
-    ``iterations`` with :func:`pct_iterations`. Other arguments as :func:`check_random`.
+    ``iterations`` with :func:`pct_iterations`. With ``depth=None`` (the default) the runs
+    take depths 1, 2 and 3 in turn, so bugs needing up to three ordering constraints are
+    found without knowing their depth; ``result.per_depth`` gives runs and failures per
+    depth. Other arguments as :func:`check_random`.
 
     Example:
         >>> from parabatch.testing import check_pct, checkpoint, spawn
@@ -357,10 +401,12 @@ def check_pct(
         False
     """
     _positive("iterations", iterations)
-    _positive("depth", depth)
+    if depth is not None:
+        _positive("depth", depth)
     opts = _options(trace_modules, stall_timeout, max_steps, stop_on_failure, raise_on_failure)
     seed = _fresh_seed(seed)
-    return _run_check(fn, PCTStrategy(depth, seed), iterations, opts, seed)
+    depths = (1, 2, 3) if depth is None else (depth,)
+    return _run_check(fn, PCTStrategy(depths, seed), iterations, opts, seed)
 
 
 def check_dfs(
@@ -368,7 +414,7 @@ def check_dfs(
     max_preemptions: int = 2,
     *,
     max_schedules: int = 100_000,
-    trace_modules: Sequence[ModuleSpec] = (),
+    trace_modules: Optional[Sequence[ModuleSpec]] = None,
     stall_timeout: float = 2.0,
     max_steps: int = 100_000,
     stop_on_failure: bool = True,
@@ -413,7 +459,7 @@ def replay(
     fn: Callable[[], Any],
     schedule: Union[str, Schedule],
     *,
-    trace_modules: Sequence[ModuleSpec] = (),
+    trace_modules: Optional[Sequence[ModuleSpec]] = None,
     stall_timeout: float = 2.0,
     max_steps: int = 100_000,
     raise_on_failure: bool = True,
@@ -432,7 +478,7 @@ def replay(
         ...     assert out == [1, 2], out
         >>> replay(fn, "").ok
         True
-        >>> print(replay(fn, "0.2", raise_on_failure=False).failure.message)
+        >>> print(replay(fn, "0x4.2", raise_on_failure=False).failure.message)
         the checked function raised AssertionError: [2, 1]
     """
     opts = _options(trace_modules, stall_timeout, max_steps, True, raise_on_failure)

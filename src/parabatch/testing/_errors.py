@@ -13,6 +13,7 @@ __all__ = [
     "BlockedFailure",
     "DeadlockFailure",
     "NondeterminismFailure",
+    "RefusedFailure",
     "ScheduleFailure",
     "SchedulerUsageError",
     "StepLimitFailure",
@@ -38,21 +39,21 @@ class SchedulerUsageError(ParabatchError, RuntimeError):
 
 
 class UncontrolledThreadError(SchedulerUsageError):
-    """Raised inside the checked code when it starts a thread behind the scheduler's back.
+    """Raised inside the checked code when it starts a thread the scheduler cannot control.
 
-    During a controlled run every thread must come from :func:`spawn` or
-    :class:`ControlledExecutor`; a ``threading.Thread`` or ``ThreadPoolExecutor`` started by
-    a managed thread would run outside the schedule, so its start is refused and the run
-    fails with :class:`UncontrolledThreadFailure`, naming the file and line of the start.
+    ``threading.Thread``, ``ThreadPoolExecutor`` and :func:`spawn` threads are managed
+    during a check; a raw ``_thread.start_new_thread`` would run outside the schedule, so
+    it is refused and the run fails with :class:`RefusedFailure`, naming the file and
+    line of the call.
 
     Example:
-        >>> import threading
-        >>> from parabatch.testing import UncontrolledThreadFailure, check_random
+        >>> import _thread
+        >>> from parabatch.testing import check_random
         >>> def sneaky():
-        ...     threading.Thread(target=print).start()
+        ...     _thread.start_new_thread(print, ("escaped",))
         >>> r = check_random(sneaky, iterations=1, seed=0, raise_on_failure=False)
-        >>> r.failure.kind
-        'uncontrolled-thread'
+        >>> r.failure.kind, type(r.failure.exception).__name__
+        ('refused', 'UncontrolledThreadError')
     """
 
 
@@ -137,4 +138,26 @@ class StepLimitFailure(ScheduleFailure):
         >>> from parabatch.testing import StepLimitFailure
         >>> issubclass(StepLimitFailure, ScheduleFailure)
         True
+    """
+
+
+class RefusedFailure(ScheduleFailure):
+    """Raised when the checked code did something the scheduler refuses to run under a check.
+
+    Starting a process (``multiprocessing``, ``ProcessPoolExecutor``, ``os.fork``),
+    running an ``asyncio`` event loop, starting a check inside a check, joining a thread
+    started before the check: each raises :class:`SchedulerUsageError` at the call, and
+    the run fails with this, naming the file and line, even if the code swallows the error.
+
+    Example:
+        >>> import os
+        >>> from parabatch.testing import check_random
+        >>> def forks():
+        ...     try:
+        ...         os.fork()
+        ...     except RuntimeError:
+        ...         pass  # swallowed: the run still fails
+        >>> r = check_random(forks, iterations=1, seed=0, raise_on_failure=False)
+        >>> r.failure.kind, "os.fork()" in r.failure.message
+        ('refused', True)
     """

@@ -127,12 +127,20 @@ class ControlledExecutor(concurrent.futures.Executor):
         True
     """
 
-    def __init__(self, max_workers: Optional[int] = None, thread_name_prefix: str = "") -> None:
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        thread_name_prefix: str = "",
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers={max_workers!r}: must be an integer >= 1")
         self._max_workers = max_workers
+        self._initializer = initializer
+        self._initargs = initargs
         self.max_running = 0
         self._running = 0
         self._shutdown = False
@@ -145,7 +153,9 @@ class ControlledExecutor(concurrent.futures.Executor):
         self._rt: Optional[Runtime] = rt if isinstance(rt, Runtime) else None
         self._real: Optional[concurrent.futures.ThreadPoolExecutor] = None
         if self._rt is None:
-            self._real = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix)
+            self._real = concurrent.futures.ThreadPoolExecutor(
+                max_workers, thread_name_prefix, initializer, initargs
+            )
             return
         if self._rt.me() is None:
             raise SchedulerUsageError(
@@ -180,6 +190,8 @@ class ControlledExecutor(concurrent.futures.Executor):
         assert rt is not None
         me = rt.current
         queue = self._queue
+        if self._initializer is not None:
+            self._initializer(*self._initargs)
         while True:
             if queue:
                 fut, fn, args, kwargs = queue.popleft()

@@ -16,7 +16,9 @@ from typing import Any, Optional
 from pocketflow import Node
 
 from parabatch import CALLS_KEY, ParallelGroupNode, resolve_template, validate_batch_config
+from parabatch._calllog import usage_record
 from parabatch._runner import ExecutorFactory, ProgressCallback
+from parabatch._work import GroupWork
 
 __all__ = ["CopylessGroup", "GroupAsBatch"]
 
@@ -43,9 +45,8 @@ class _ItemChild(Node):  # type: ignore[misc]
             del shared[self.alias], shared["__index__"]
         result = shared.pop(self.chain_id)
         result["item"] = self.item
-        usage = result.get("llm_usage")
-        if isinstance(usage, dict):
-            record = {**usage, "node_id": self.chain_id, "batch_item_index": self.index}
+        record = usage_record(result, self.chain_id, self.index)
+        if record is not None:
             shared[CALLS_KEY].append(record)
         shared[self.node_id] = result  # merged into the real store by the group
         return "default"
@@ -128,9 +129,13 @@ class GroupAsBatch:
         return "default"
 
 
-class _CopylessGroupNode(ParallelGroupNode):
-    def _copy_child(self, child: Any) -> Any:
+class _CopylessWork(GroupWork):
+    def isolate(self, child: Any) -> Any:
         return child  # the bug: every child runs on the one chain object
+
+
+class _CopylessGroupNode(ParallelGroupNode):
+    work_class = _CopylessWork
 
 
 class CopylessGroup(GroupAsBatch):

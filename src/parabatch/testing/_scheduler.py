@@ -20,16 +20,17 @@ baton holder as blocked on something the scheduler does not control, with its st
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import sys
 import threading
 import time
 import traceback
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
-from ._errors import SchedulerUsageError, UncontrolledThreadError
+from ._errors import SchedulerUsageError
 
 __all__ = [
     "ManagedThread",
@@ -47,7 +48,9 @@ _current: Optional[Union[Runtime, StressHooks]] = None
 
 # Originals, captured at import: the scheduler patches these during a controlled run.
 _real_sleep = time.sleep
-_real_start = threading.Thread.start
+_real_monotonic = time.monotonic
+_real_lock = threading.Lock
+_real_start_new_thread = _thread.start_new_thread
 _get_ident = threading.get_ident
 
 RUNNABLE = 0
@@ -120,20 +123,29 @@ class Carrier:
     on; it is always acquired (locked) when the carrier is between jobs.
     """
 
-    __slots__ = ("baton", "ident", "job", "pool", "thread")
+    __slots__ = ("baton", "ident", "job", "native_id", "pool")
 
     def __init__(self, pool: CarrierPool, number: int) -> None:
         self.pool = pool
         self.job: Optional[ManagedThread] = None
-        self.baton = threading.Lock()
+        self.native_id: Optional[int] = None
+        self.ident = 0
+        self.baton = _real_lock()
         self.baton.acquire()
-        self.thread = threading.Thread(
-            target=self._loop, name=f"parabatch-carrier-{number}", daemon=True
-        )
-        _real_start(self.thread)  # the start guard lets only this call through
-        ident = self.thread.ident
-        assert ident is not None
-        self.ident = ident
+        # A raw thread, not a threading.Thread: during a check threading's own primitives
+        # are the controlled ones, and a carrier must not depend on them.
+        ready = _real_lock()
+        ready.acquire()
+        _real_start_new_thread(self._boot, (ready,))
+        ready.acquire()
+
+    def _boot(self, ready: Any) -> None:
+        self.ident = _get_ident()
+        get_native_id = getattr(threading, "get_native_id", None)
+        if get_native_id is not None:
+            self.native_id = get_native_id()
+        ready.release()
+        self._loop()
 
     def _loop(self) -> None:
         pool = self.pool
@@ -157,7 +169,7 @@ class CarrierPool:
 
     def __init__(self) -> None:
         self.free: list[Carrier] = []
-        self.lock = threading.Lock()
+        self.lock = _real_lock()
         self.closed = False
         self.count = 0
 
@@ -176,8 +188,6 @@ class CarrierPool:
             idle, self.free = self.free, []
         for c in idle:
             c.baton.release()  # job is None: the loop returns
-        for c in idle:
-            c.thread.join(1.0)
 
 
 class ManagedThread:
@@ -189,17 +199,21 @@ class ManagedThread:
         "baton",
         "blocked_label",
         "carrier",
+        "daemon",
         "deadline",
         "epoch",
         "ident",
         "name",
         "origin",
+        "points",
         "rt",
         "status",
         "target",
+        "thread_object",
         "tid",
         "timed_out",
         "vtime",
+        "waiting_on",
     )
 
     def __init__(
@@ -218,6 +232,12 @@ class ManagedThread:
         self.vtime = 0.0
         self.blocked_label = ""
         self.origin = ""
+        self.daemon = False
+        self.points = 0
+        self.waiting_on: Sequence[Any] = ()
+        # The threading.Thread this thread runs for (Thread.start), or one made on demand
+        # for threading.current_thread(); None until needed.
+        self.thread_object: Optional[threading.Thread] = None
         self.carrier = rt.pool.get(self)
         self.baton = self.carrier.baton
         self.ident = self.carrier.ident
@@ -253,8 +273,8 @@ class ManagedThread:
             return
         me = rt.me()
         if me is None:  # not a managed thread: poll, on the real clock
-            end = None if timeout is None else time.monotonic() + timeout
-            while self.status != FINISHED and (end is None or time.monotonic() < end):
+            end = None if timeout is None else _real_monotonic() + timeout
+            while self.status != FINISHED and (end is None or _real_monotonic() < end):
                 _real_sleep(0.001)
             return
         while self.status != FINISHED:
@@ -400,7 +420,8 @@ class Runtime:
     ) -> None:
         self.strategy = strategy
         self.pool = pool
-        self.unwound = threading.Event()
+        self.unwound = _real_lock()  # released when an unwound thread has finished
+        self.unwound.acquire()
         self.tracer = tracer
         self.stall_timeout = stall_timeout
         self.max_steps = max_steps
@@ -417,9 +438,16 @@ class Runtime:
         self.aborted = False
         self.unwinding = False
         self.leaked: list[ManagedThread] = []
-        self.done = threading.Lock()
+        self.done = _real_lock()
         self.done.acquire()
         self.executors: list[Any] = []
+        # Coverage: shared-state accesses traced, explicit points (checkpoint,
+        # simulated_call) passed, and decisions that had a choice (len(decisions)).
+        self.accesses = 0
+        self.explicit = 0
+        # Pools of the threading world made or reached in this run: id(pool) -> shadow.
+        self.shadow_pools: dict[int, tuple[Any, Any]] = {}
+        self.ended = False  # the checked function and every non-daemon thread finished
         self._names: dict[int, tuple[object, str]] = {}
         self._counters: dict[str, int] = {}
         self._opts: list[int] = []
@@ -432,16 +460,47 @@ class Runtime:
         t0.origin = "the checked function"
         self.current = t0
         t0.baton.release()
-        last = -1
-        while not self.done.acquire(timeout=self.stall_timeout):
-            if self.steps == last:
-                self._stalled()
-                break
-            last = self.steps
+        self._supervise()
         if self.aborted:
             self._unwind()
 
-    def _stalled(self) -> None:
+    def _progress(self) -> tuple[int, int, int]:
+        return (self.steps, self.switches, len(self.events))
+
+    def _supervise(self) -> None:
+        """Wait for the run to end; report the baton holder if it blocks outside the model.
+
+        A thread blocked on something the scheduler does not control (a lock made before
+        the check and held by a parked thread, a socket) sleeps in the kernel and uses no
+        CPU: on Linux that is seen from ``/proc`` within a fraction of a second. Elsewhere,
+        or for a thread that computes, ``stall_timeout`` without progress is the limit.
+        """
+        poll = min(0.05, self.stall_timeout)
+        last = self._progress()
+        quiet = 0.0
+        first_sample: Optional[tuple[str, int]] = None
+        while not self.done.acquire(timeout=poll):
+            now = self._progress()
+            if now != last:
+                last, quiet, first_sample = now, 0.0, None
+                continue
+            quiet += poll
+            if quiet >= self.stall_timeout:
+                self._stalled(f"made no progress for {self.stall_timeout:g} s")
+                return
+            if quiet < 0.1:
+                continue
+            sample = _kernel_state(self.current.carrier.native_id)
+            if sample is None or sample[0] not in "SD":
+                first_sample = None
+                continue
+            if first_sample is None:
+                first_sample = sample
+            elif sample[1] == first_sample[1] and quiet >= 0.25:
+                self._stalled("is blocked in the kernel (asleep, using no CPU)")
+                return
+
+    def _stalled(self, how: str) -> None:
         stuck = self.current
         frame = sys._current_frames().get(stuck.ident)
         stack = "".join(traceback.format_stack(frame)[-8:]) if frame is not None else ""
@@ -449,14 +508,16 @@ class Runtime:
         self.fail(
             RunFailure(
                 "blocked",
-                f"{stuck.name} made no progress for {self.stall_timeout:g} s: it is blocked on "
+                f"{stuck.name} {how}: it is blocked on "
                 f"something the scheduler does not control, at {where}",
                 thread=stuck.name,
                 details="Its stack when the run was abandoned:\n"
                 + stack
-                + "Use the scheduler's primitives (parabatch.testing.Lock, spawn, "
-                "ControlledExecutor, simulated_call) instead of real blocking calls, "
-                "or raise stall_timeout if this thread only computes for long.",
+                + "The threading world (threads, locks, conditions, events, queues, pools, "
+                "sleep) is controlled when made or reached during the check; a lock or "
+                "thread made before it and held across a scheduling point, a socket or a "
+                "subprocess is not. Make such objects inside the checked function, or "
+                "raise stall_timeout if this thread only computes for long.",
             )
         )
         self.leaked.append(stuck)
@@ -468,16 +529,16 @@ class Runtime:
             if t.status == FINISHED or t in self.leaked:
                 continue
             self.current = t
-            self.unwound.clear()
+            self.unwound.acquire(False)
             # RuntimeError: it was already released (a stuck thread woke up and handed over).
             with contextlib.suppress(RuntimeError):
                 t.baton.release()
-            if not self.unwound.wait(self.stall_timeout) and t.status != FINISHED:
+            if not self.unwound.acquire(timeout=self.stall_timeout) and t.status != FINISHED:
                 self.leaked.append(t)
         # A stuck thread may have been freed by the unwinding (a real lock released).
         for t in list(self.leaked):
-            end = time.monotonic() + self.stall_timeout
-            while t.status != FINISHED and time.monotonic() < end:
+            end = _real_monotonic() + self.stall_timeout
+            while t.status != FINISHED and _real_monotonic() < end:
                 _real_sleep(0.005)
         self.leaked = [t for t in self.leaked if t.status != FINISHED]
 
@@ -485,6 +546,8 @@ class Runtime:
         self, target: Callable[..., Any], args: tuple[Any, ...], name: str
     ) -> ManagedThread:
         t = ManagedThread(self, len(self.threads), target, args, name)
+        if self.threads:
+            t.vtime = self.current.vtime  # a thread starts at its starter's time
         self.threads.append(t)
         self.by_ident[t.ident] = t
         return t
@@ -529,8 +592,12 @@ class Runtime:
             entry = self._names[id(obj)] = (obj, f"{prefix}{n}")
         return entry[1]
 
-    def point(self, label: Label) -> None:
-        """A scheduling point of the calling thread: the strategy picks who continues."""
+    def point(self, label: Label, yielding: bool = False) -> None:
+        """A scheduling point of the calling thread: the strategy picks who continues.
+
+        ``yielding`` (a sleep): the default is to let another runnable thread go first, so
+        a loop that polls with ``sleep`` makes progress under every strategy's default.
+        """
         me = self.current
         if me.ident != _get_ident():
             if self.me() is None:
@@ -539,7 +606,11 @@ class Runtime:
         if self.aborted:
             raise _Abort
         self.steps += 1
-        self.events.append((me.tid, label))
+        me.points += 1
+        events = self.events
+        events.append((me.tid, label))
+        if len(events) > _EVENTS_KEPT:
+            _trim(events)
         if self.steps > self.max_steps:
             self.fail(
                 RunFailure(
@@ -550,7 +621,7 @@ class Runtime:
                 )
             )
             raise _Abort
-        nxt = self._decide(me, True)
+        nxt = self._decide(me, True, yielding)
         if nxt is not me and nxt is not None:
             self._switch(me, nxt)
 
@@ -562,6 +633,7 @@ class Runtime:
                 _real_sleep(latency)
             return
         me.vtime += latency
+        self.explicit += 1
         self.point(label)
 
     def _foreign_point(self, label: Label) -> None:
@@ -577,13 +649,15 @@ class Runtime:
             )
         )
 
-    def _decide(self, me: ManagedThread, me_runnable: bool) -> Optional[ManagedThread]:
+    def _decide(
+        self, me: ManagedThread, me_runnable: bool, yielding: bool = False
+    ) -> Optional[ManagedThread]:
         """Pick the next thread among the runnable ones; None if none is runnable."""
         threads = self.threads
         opts = self._opts
         opts.clear()
         tid = me.tid
-        if me_runnable:
+        if me_runnable and not yielding:
             opts.append(tid)
         for i in range(tid + 1, len(threads)):
             if threads[i].status == RUNNABLE:
@@ -591,6 +665,8 @@ class Runtime:
         for i in range(tid):
             if threads[i].status == RUNNABLE:
                 opts.append(i)
+        if me_runnable and yielding:
+            opts.append(tid)  # picking the yielding thread again is the deviation
         n = len(opts)
         if n == 0:
             return None
@@ -637,12 +713,13 @@ class Runtime:
         me.blocked_label = label
         me.deadline = None if timeout is None or timeout < 0 else me.vtime + timeout
         token = (me, me.epoch)
+        me.waiting_on = waitables
         for w in waitables:
             w._sched_waiters.append(token)
         self.events.append((me.tid, _event(f"{label} (blocks)")))
         nxt = self._decide(me, False)
         if nxt is None:
-            nxt = self._expire_timeout()
+            nxt = self._recheck(me) or self._expire_timeout()
         if nxt is None:
             self._deadlock(me)
             raise _Abort
@@ -657,6 +734,7 @@ class Runtime:
             return 0
         keep: list[tuple[ManagedThread, int]] = []
         woken = 0
+        now = self.current.vtime
         for t, epoch in waiters:
             if t.epoch != epoch or t.status != BLOCKED:
                 continue  # stale: that wait has ended
@@ -666,9 +744,27 @@ class Runtime:
             t.status = RUNNABLE
             t.epoch += 1
             t.deadline = None
+            if t.vtime < now:
+                t.vtime = now  # woken by an event: not before it happened
             woken += 1
         obj._sched_waiters = keep
         return woken
+
+    def _recheck(self, me: ManagedThread) -> Optional[ManagedThread]:
+        """Nothing can run: wake a thread whose lock was released behind the model's back.
+
+        (A lock made before the check and shared with code that holds the original.)
+        """
+        for t in self.threads:
+            if t.status != BLOCKED:
+                continue
+            for w in t.waiting_on:
+                free = getattr(w, "_free", None)
+                if free is not None and free():
+                    self.wake(w)
+                    if t.status == RUNNABLE:
+                        return self._decide(me, False)
+        return None
 
     def _expire_timeout(self) -> Optional[ManagedThread]:
         best: Optional[ManagedThread] = None
@@ -703,7 +799,8 @@ class Runtime:
         me.status = FINISHED
         if self.unwinding:
             if me is self.current:
-                self.unwound.set()
+                with contextlib.suppress(RuntimeError):
+                    self.unwound.release()
             return
         self.events.append((me.tid, _event("end")))
         self.wake(me)
@@ -714,13 +811,22 @@ class Runtime:
             # Like interpreter exit for ThreadPoolExecutor: idle workers drain and stop.
             for ex in self.executors:
                 ex._implicit_shutdown()
+        if self.threads[0].status == FINISHED and all(
+            t.status == FINISHED or t.daemon for t in self.threads
+        ):
+            # Only daemon threads are left: as at interpreter exit, they are abandoned.
+            if any(t.status != FINISHED for t in self.threads):
+                self.ended = True
+                self.aborted = True
+            self.done.release()
+            return
         try:
             nxt = self._decide(me, False)
         except _Abort:  # divergence, already recorded
             self.done.release()
             return
         if nxt is None:
-            nxt = self._expire_timeout()
+            nxt = self._recheck(me) or self._expire_timeout()
         if nxt is None:
             if any(t.status != FINISHED for t in self.threads):
                 self._deadlock(me)
@@ -729,6 +835,32 @@ class Runtime:
         self.switches += 1
         self.current = nxt
         nxt.baton.release()
+
+
+_EVENTS_KEPT = 40_000
+
+
+def _trim(events: list[tuple[int, Label]]) -> None:
+    """Keep a long run's trace bounded: its first and last events, and a count between."""
+    cut = events[10_000:30_000]
+    del events[10_000:30_000]
+    events.insert(10_000, (-1, _event(f"... {len(cut):,} scheduling points not kept ...")))
+
+
+def _kernel_state(native_id: Optional[int]) -> Optional[tuple[str, int]]:
+    """(state letter, CPU ticks) of an OS thread of this process, from /proc; None if unknown."""
+    if native_id is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    try:
+        return fields[0], int(fields[11]) + int(fields[12])
+    except (IndexError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------- public entry points
@@ -749,6 +881,8 @@ def checkpoint(label: Optional[str] = None) -> None:
     rt = _current
     if rt is None:
         return
+    if rt.controlled:
+        rt.explicit += 1  # type: ignore[union-attr]
     if label is None:
         f = sys._getframe(1)
         rt.point((f.f_code, f.f_lineno))
@@ -813,33 +947,6 @@ def spawn(target: Callable[..., Any], *args: Any, name: Optional[str] = None) ->
     return t
 
 
-def _guarded_start(self: threading.Thread) -> None:
-    """``threading.Thread.start`` during a controlled run: managed threads may not use it."""
-    rt = _current
-    if isinstance(rt, Runtime) and not rt.aborted and _get_ident() in rt.by_ident:
-        where = describe_caller(sys._getframe(1))
-        err = UncontrolledThreadError(
-            f"thread {self.name!r} was started outside the scheduler at {where}; during a "
-            "controlled run start threads with parabatch.testing.spawn or pass "
-            "parabatch.testing.ControlledExecutor as the executor"
-        )
-        rt.fail(RunFailure("uncontrolled-thread", str(err), thread=rt.current.name))
-        raise err
-    _real_start(self)
-
-
-def _controlled_sleep(secs: float) -> None:
-    """``time.sleep`` during a controlled run: a scheduling point on the virtual clock."""
-    rt = _current
-    if isinstance(rt, Runtime):
-        if secs < 0:
-            raise ValueError("sleep length must be non-negative")
-        if rt.me() is not None:
-            rt.io(f"sleep({secs:g})", secs)
-            return
-    _real_sleep(secs)
-
-
 def set_current(rt: Optional[Union[Runtime, StressHooks]]) -> None:
     global _current
     _current = rt
@@ -847,29 +954,3 @@ def set_current(rt: Optional[Union[Runtime, StressHooks]]) -> None:
 
 def get_current() -> Optional[Union[Runtime, StressHooks]]:
     return _current
-
-
-def make_tracer(rt: Runtime, paths: Sequence[str]) -> Callable[..., Any]:
-    """A ``sys.settrace`` function making every line in ``paths`` a scheduling point.
-
-    ``paths`` holds files and package directories (ending in ``os.sep``). The decision is
-    cached per code object, so untraced code pays one dict lookup per call.
-    """
-    files = frozenset(p for p in paths if not p.endswith(os.sep))
-    dirs = tuple(p for p in paths if p.endswith(os.sep))
-    cache: dict[CodeType, bool] = {}
-
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line":
-            rt.point((frame.f_code, frame.f_lineno))
-        return local
-
-    def global_(frame: FrameType, event: str, arg: Any) -> Any:
-        code = frame.f_code
-        hit = cache.get(code)
-        if hit is None:
-            fn = os.path.normcase(os.path.abspath(code.co_filename))
-            hit = cache[code] = fn in files or fn.startswith(dirs)
-        return local if hit else None
-
-    return global_

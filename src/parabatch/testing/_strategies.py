@@ -155,21 +155,27 @@ class PCTStrategy:
     ``depth - 1`` change points among the ``k`` steps a run takes (``k`` learnt from the
     runs so far). The highest-priority runnable thread always runs; at the ``i``-th change
     point the running thread drops to priority ``depth - i``. A bug of depth ``d`` is found
-    by one run with probability at least ``1 / (n * k**(d-1))``.
+    by one run with probability at least ``1 / (n * k**(d-1))``. With several depths the
+    runs take them in turn. A thread that yields (sleeps) lets the others go first.
     """
 
     name = "check_pct"
 
-    def __init__(self, depth: int, seed: int, steps_hint: int = 0) -> None:
-        self.depth = depth
+    def __init__(self, depths: Sequence[int], seed: int, steps_hint: int = 0) -> None:
+        self.depths = tuple(depths)
+        self.depth = self.depths[0]
+        self.current_depth = self.depth
         self.seed = seed
         self._rng = random.Random(seed)
         self._k = steps_hint
+        self._runs = 0
         self._priority: dict[int, float] = {}
         self._changes: list[int] = []
         self._next = 0
 
     def new_execution(self) -> bool:
+        self.depth = self.current_depth = self.depths[self._runs % len(self.depths)]
+        self._runs += 1
         self._priority.clear()
         k = max(self._k, 1)
         count = min(self.depth - 1, k)
@@ -189,9 +195,11 @@ class PCTStrategy:
             self._next += 1
             self._pri(current)
             self._priority[current] = float(self.depth - self._next)
+        # A yielding thread is listed last (options[0] is another thread): skip it.
+        n = len(options) - 1 if options[0] != current and options[-1] == current else len(options)
         best, best_pri = 0, -1.0
-        for i, tid in enumerate(options):
-            p = self._pri(tid)
+        for i in range(n):
+            p = self._pri(options[i])
             if p > best_pri:
                 best, best_pri = i, p
         return best
@@ -273,7 +281,9 @@ class DFSStrategy:
         if stack:
             last = stack[-1]
             pre = last.pre + (1 if last.preemptive and last.index else 0)
-        stack.append(_Frame(tuple(options), pre, options[0] == current))
+        # Any pick but the default is a preemption when the current thread could go on
+        # (at a yield, the default is another thread and staying is the deviation).
+        stack.append(_Frame(tuple(options), pre, current in options))
         return 0
 
     def end_execution(self, run: Runtime) -> None:

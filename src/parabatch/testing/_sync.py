@@ -2,14 +2,59 @@
 
 from __future__ import annotations
 
+import sys
 import threading
-from types import TracebackType
-from typing import Optional
+from types import CodeType, TracebackType
+from typing import Any, Optional
 
 from . import _scheduler
 from ._scheduler import ManagedThread, Runtime, _event
+from ._tracing import is_user_file
 
-__all__ = ["Lock", "RLock"]
+__all__ = ["Lock", "RLock", "adopt"]
+
+_real_lock = threading.Lock
+_get_ident = threading.get_ident
+# Frames that only forward an acquire (``with lock``, a Condition's ``with cond``).
+_FORWARDERS: set[CodeType] = set()
+_user_code: dict[CodeType, bool] = {}
+
+
+def _called_from_user_code() -> bool:
+    """Is the acquire's caller user code (a point) rather than library internals (not)?"""
+    f = sys._getframe(2)
+    while f is not None and f.f_code in _FORWARDERS:
+        f = f.f_back  # type: ignore[assignment]
+    if f is None:
+        return False
+    code = f.f_code
+    hit = _user_code.get(code)
+    if hit is None:
+        hit = _user_code[code] = is_user_file(code.co_filename)
+    return hit
+
+
+_ENTRY_POINTS = ("Thread.run", "run", "_bootstrap", "_bootstrap_inner", "_worker")
+
+
+def _blocking_site() -> str:
+    """``Event.wait at test_x.py:12``: the library call a thread blocks in, and its caller."""
+    f = sys._getframe(2)
+    chain: list[CodeType] = []
+    while f is not None:
+        code = f.f_code
+        if is_user_file(code.co_filename) or "parabatch" in code.co_filename:
+            break
+        if code not in _FORWARDERS:
+            chain.append(code)
+        f = f.f_back  # type: ignore[assignment]
+    names = [getattr(c, "co_qualname", c.co_name) for c in chain]
+    while names and names[-1] in _ENTRY_POINTS:
+        names.pop()
+    where = ""
+    if f is not None and is_user_file(f.f_code.co_filename):
+        where = f" at {f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}"
+    return f" in {names[-1]}{where}" if names else where
 
 
 class Lock:
@@ -37,7 +82,7 @@ class Lock:
     __slots__ = ("_real", "_sched_waiters", "name")
 
     def __init__(self, name: Optional[str] = None) -> None:
-        self._real = threading.Lock()
+        self._real = _real_lock()
         self._sched_waiters: list[tuple[ManagedThread, int]] = []
         self.name = name
 
@@ -49,14 +94,29 @@ class Lock:
         rt = _scheduler._current
         if not isinstance(rt, Runtime) or (me := rt.me()) is None:
             return self._real.acquire(blocking, timeout)
-        name = self._label(rt)
-        rt.point(_event(f"acquire {name}"))
+        # A point where user code takes the lock; inside the standard library (a queue's
+        # mutex, a condition's waiter) the lock only blocks, atomically with its caller.
+        user = _called_from_user_code()
+        if user:
+            rt.point(_event(f"acquire {self._label(rt)}"))
         while not self._real.acquire(False):
             if not blocking:
                 return False
-            if not rt.block(me, (self,), f"acquire {name} (held)", timeout):
+            what = f"acquire {self._label(rt)} (held)" if user else "waits" + _blocking_site()
+            if not rt.block(me, (self,), what, timeout):
                 return False
         return True
+
+    def _free(self) -> bool:
+        """Could a thread take it now? (For waiters of a lock released behind our back.)"""
+        if not self._real.acquire(False):
+            return False
+        self._real.release()
+        return True
+
+    def _at_fork_reinit(self) -> None:
+        self._real = _real_lock()
+        self._sched_waiters = []
 
     def release(self) -> None:
         """Release the lock and make the threads waiting for it runnable."""
@@ -106,6 +166,33 @@ class RLock(Lock):
         self._owner: Optional[int] = None
         self._count = 0
 
+    # The protocol threading.Condition uses with an RLock (wait releases every level).
+    def _is_owned(self) -> bool:
+        return self._owner == _get_ident()
+
+    def _release_save(self) -> tuple[int, Optional[int]]:
+        if self._owner != _get_ident():
+            raise RuntimeError("cannot release un-acquired lock")
+        state = (self._count, self._owner)
+        self._count = 0
+        self._owner = None
+        Lock.release(self)
+        return state
+
+    def _acquire_restore(self, state: tuple[int, Optional[int]]) -> None:
+        Lock.acquire(self)
+        self._count, self._owner = state
+
+    def _recursion_count(self) -> int:
+        return self._count if self._owner == _get_ident() else 0
+
+    def _free(self) -> bool:
+        return self._owner is None and super()._free()
+
+    def locked(self) -> bool:
+        """True while some thread holds the lock."""
+        return not self._free()
+
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire, or re-acquire if the calling thread already owns the lock."""
         ident = threading.get_ident()
@@ -126,3 +213,25 @@ class RLock(Lock):
         if self._count == 0:
             self._owner = None
             super().release()
+
+
+def adopt(real: Any) -> Lock:
+    """A controlled lock sharing ``real`` (a lock made before the check) as its state.
+
+    Code that still holds the original excludes against the wrapper, and vice versa; a
+    thread blocked on the wrapper is woken by the wrapper's release (or, if the original
+    was released directly, when nothing else can run).
+    """
+    lock: Lock = RLock() if "RLock" in type(real).__name__ else Lock()
+    lock._real = real
+    return lock
+
+
+_FORWARDERS.update(
+    {
+        Lock.__enter__.__code__,
+        RLock.acquire.__code__,
+        RLock._acquire_restore.__code__,
+        threading.Condition.__enter__.__code__,
+    }
+)

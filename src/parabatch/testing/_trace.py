@@ -124,12 +124,25 @@ class CheckResult:
             :func:`pct_iterations`).
         max_threads: the most managed threads one run had (``n`` for
             :func:`pct_iterations`).
+        choices: decisions, over all runs, at which more than one thread could run.
+        points_per_thread: for each thread id, the most scheduling points it passed in
+            one run.
+        shared_accesses: traced reads and writes of shared state, over all runs.
+        explicit_points: ``checkpoint``/``simulated_call`` points passed, over all runs.
+        traced: what was traced (``"user code"``, module names, or ``"nothing"``).
+        per_depth: (``check_pct``) depth -> (runs, failing runs).
+
+    ``certified`` is what a passing, exhausted ``check_dfs`` means only when the runs had
+    something to interleave; ``vacuous`` says why not otherwise, and ``str(result)``
+    prints it.
 
     Example:
         >>> from parabatch.testing import check_dfs
         >>> r = check_dfs(lambda: None, max_preemptions=2)
-        >>> r.ok, r.exhausted, r.schedules_explored
-        (True, True, 1)
+        >>> r.ok, r.exhausted, r.schedules_explored, r.certified
+        (True, True, 1, False)
+        >>> r.vacuous
+        'no decision had more than one runnable thread'
     """
 
     ok: bool
@@ -142,8 +155,62 @@ class CheckResult:
     seed: Optional[int] = None
     max_steps: int = 0
     max_threads: int = 0
+    choices: int = 0
+    points_per_thread: tuple[int, ...] = ()
+    shared_accesses: int = 0
+    explicit_points: int = 0
+    traced: str = "user code"
+    per_depth: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def failure_rate(self) -> float:
         """``failures / schedules_explored`` (0.0 when nothing ran)."""
         return self.failures / self.schedules_explored if self.schedules_explored else 0.0
+
+    @property
+    def vacuous(self) -> Optional[str]:
+        """Why the runs could not show a race, or None when they could."""
+        if not self.schedules_explored:
+            return "no schedule ran"
+        if self.choices == 0:
+            return "no decision had more than one runnable thread"
+        if self.shared_accesses == 0 and self.explicit_points == 0:
+            return (
+                f"no shared state was touched between scheduling points (traced: "
+                f"{self.traced}; no checkpoint or simulated_call)"
+            )
+        return None
+
+    @property
+    def certified(self) -> bool:
+        """``check_dfs`` passed, exhausted its bound, and the runs had something to interleave."""
+        return self.ok and self.exhausted and self.vacuous is None
+
+    def coverage(self) -> str:
+        """One line: threads, points per thread, decisions with a choice, accesses traced."""
+        per = " ".join(f"T{i}:{n}" for i, n in enumerate(self.points_per_thread))
+        return (
+            f"{self.max_threads} threads; points per thread {per or '-'}; "
+            f"{self.choices:,} decisions with a choice; {self.shared_accesses:,} shared "
+            f"accesses traced ({self.traced}); {self.explicit_points:,} explicit points"
+        )
+
+    def __str__(self) -> str:
+        if self.failure is not None:
+            verdict = f"FAILED at schedule {self.first_failure_at}"
+        elif self.exhausted:
+            verdict = "ok, bounded space exhausted"
+        else:
+            verdict = "ok"
+        lines = [f"{self.strategy}: {self.schedules_explored:,} schedules, {verdict}"]
+        lines.append("  covered: " + self.coverage())
+        for depth, (runs, failed) in self.per_depth.items():
+            lines.append(f"  depth {depth}: {runs:,} runs, {failed:,} failing")
+        why = self.vacuous
+        if why is not None and self.failure is None:
+            lines.append(f"  NOT A CERTIFICATE: {why}")
+        elif self.certified:
+            lines.append("  certificate: every schedule within the bound passed")
+        if self.failure is not None:
+            lines.append(str(self.failure))
+        return "\n".join(lines)

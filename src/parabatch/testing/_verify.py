@@ -942,7 +942,12 @@ def shrink(
         >>> "FORBIDDEN ordering" in ce.message, ce.preemptions <= 2
         (True, True)
     """
-    from hypothesis import HealthCheck, find, settings
+    try:
+        from hypothesis import HealthCheck, find, settings
+    except ImportError as exc:  # an optional dependency: say which extra brings it
+        raise ModuleNotFoundError(
+            "shrink() needs Hypothesis: pip install 'parabatch[hypothesis]'", name="hypothesis"
+        ) from exc
     from hypothesis import strategies as st
     from hypothesis.errors import NoSuchExample
 

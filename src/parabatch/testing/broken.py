@@ -17,8 +17,10 @@ import copy
 from typing import Any, ClassVar
 
 from parabatch import CALLS_KEY, ItemOutcome, PflowBatchNode
-from parabatch._isolation import check_copyable
+from parabatch._calllog import usage_record
+from parabatch._output import Run
 from parabatch._runner import Collected
+from parabatch._work import ItemWork, RetryCounter
 
 from ._group_subject import CopylessGroup, GroupAsBatch
 
@@ -41,92 +43,63 @@ class _Broken(PflowBatchNode):
     #: the property whose check must flag this subject
     catches: ClassVar[str] = ""
 
-    def _run_window(
-        self, items: list[Any], *, max_concurrent: int, stop_on_failure: bool
-    ) -> Collected:
-        """The core's parallel path with its window or its fail_fast bent."""
-        check_copyable(self.inner_node)
-        return self._window(
-            self._exec_single,
-            items,
-            self._collector(len(items)),
-            max_concurrent=max_concurrent,
-            stop_on_failure=stop_on_failure,
-        )
+
+class _SharedCounterWork(ItemWork):
+    def retry_counter(self) -> RetryCounter:
+        # The bug, as PocketFlow's Node._exec has it: one counter for every item of the
+        # run, reset when an item starts (``for self.cur_retry in range(...)``).
+        shared: RetryCounter = self.__dict__.setdefault("_counter", RetryCounter())
+        shared.value = 0
+        return shared
 
 
 class SharedRetryCounter(_Broken):
-    """PocketFlow's retry loop on the shared instance: ``for self.cur_retry in range(...)``.
+    """PocketFlow's retry counter on the shared instance (``self.cur_retry``).
 
-    The loop's iterator is local but the last-attempt check reads ``self.cur_retry``, which
-    another thread may have reset: a failure is then swallowed (the loop ends and the item
-    "succeeds" with ``None``) or handed to the fallback too early.
+    Items running at once reset and advance one counter, so an item makes more or fewer
+    attempts than ``max_retries``: a failure that one more attempt would have fixed is
+    reported, or a failing item retries past its budget.
     """
 
     catches = "retry"
+    work_class = _SharedCounterWork
 
-    def _exec_single(self, idx: int, item: Any) -> ItemOutcome:
-        chain = self._copy_chain() if self.parallel else self.inner_node
-        attempts = 0
-        # The bug, verbatim from pocketflow.Node._exec: the counter lives on the instance.
-        for self.cur_retry in range(self.max_retries):  # noqa: B020
-            attempts += 1
-            item_shared = self._item_shared(idx, item)
-            try:
-                chain._run(item_shared)
-            except Exception as exc:
-                if self.cur_retry == self.max_retries - 1:
-                    try:
-                        value = self.exec_fallback(item, exc)
-                    except Exception as final:
-                        return ItemOutcome(idx, item, None, final, attempts)
-                    return ItemOutcome(idx, item, value, None, attempts)
-                continue
-            result = item_shared[self.node_id]
-            result["item"] = item
-            return ItemOutcome(
-                idx, item, result, None, attempts, self._record_usage(idx, item_shared)
-            )
-        return ItemOutcome(idx, item, None, None, attempts)  # PocketFlow's implicit None
+
+class _NoCopyWork(ItemWork):
+    def isolate(self, chain: Any) -> Any:
+        return chain  # the bug: every item runs on the one chain object
 
 
 class NoCopy(_Broken):
     """Parallel items share one wrapper chain: the params swap leaks between items."""
 
     catches = "params"
+    work_class = _NoCopyWork
 
-    def _copy_chain(self) -> Any:
-        return self.inner_node
+
+class _ShallowCopyWork(ItemWork):
+    def isolate(self, chain: Any) -> Any:
+        return copy.copy(chain)  # the bug: the wrapped inner nodes stay shared
 
 
 class ShallowCopy(_Broken):
     """``copy.copy`` of the chain, as PocketFlow's ``Flow`` does: the inner nodes stay shared."""
 
     catches = "params"
-
-    def _copy_chain(self) -> Any:
-        return copy.copy(self.inner_node)
+    work_class = _ShallowCopyWork
 
 
 class _CompletionOrderCollected(Collected):
-    def add(self, outcome: ItemOutcome) -> None:
+    def slot(self, outcome: ItemOutcome) -> int:
         # The bug: the n-th result to finish goes to slot n, as an as_completed loop does.
-        if outcome.error is None:
-            outcome.result, index = outcome.result, outcome.index
-            outcome.index = self.finished
-            super().add(outcome)
-            outcome.index = index
-        else:
-            super().add(outcome)
+        return self.finished - 1
 
 
 class CompletionOrder(_Broken):
     """Results gathered in completion order, as ``as_completed`` loops do."""
 
     catches = "ordering"
-
-    def _collector(self, total: int) -> Collected:
-        return _CompletionOrderCollected(total, self.progress)
+    collected_class = _CompletionOrderCollected
 
 
 class FirstCompletedError(_Broken):
@@ -134,24 +107,27 @@ class FirstCompletedError(_Broken):
 
     catches = "fail_fast"
 
-    def _first_failure(self, collected: Collected) -> ItemOutcome:
-        return collected.errors[0]  # completion order
+    def first_failure(self, run: Run) -> Any:
+        errors = run.collected.errors
+        return errors[0] if errors else None  # the bug: completion order
+
+
+class _ReadModifyWriteWork(ItemWork):
+    def record_usage(self, index: int, store: dict[str, Any]) -> tuple[Any, ...]:
+        record = usage_record(store.get(self.node_id), self.node_id, index)
+        if record is None:
+            return ()
+        log = store[CALLS_KEY]
+        updated = [*list(log), record]  # read ...
+        log[:] = updated  # ... write: whatever another thread appended in between is lost
+        return (record,)
 
 
 class ReadModifyWriteCalls(_Broken):
     """Calls accumulated by read-modify-write of the shared log: concurrent records are lost."""
 
     catches = "calls"
-
-    def _record_usage(self, idx: int, item_shared: dict[str, Any]) -> tuple[Any, ...]:
-        usage = item_shared[self.node_id].get("llm_usage")
-        if not isinstance(usage, dict):
-            return ()
-        record = {**usage, "node_id": self.node_id, "batch_item_index": idx}
-        log = item_shared[CALLS_KEY]
-        updated = [*list(log), record]  # read ...
-        log[:] = updated  # ... write: whatever another thread appended in between is lost
-        return (record,)
+    work_class = _ReadModifyWriteWork
 
 
 class Unbounded(_Broken):
@@ -159,12 +135,8 @@ class Unbounded(_Broken):
 
     catches = "bound"
 
-    def _exec_parallel(self, items: list[Any]) -> Collected:
-        return self._run_window(
-            items,
-            max_concurrent=max(len(items), 1),
-            stop_on_failure=self.error_handling == "fail_fast",
-        )
+    def concurrency_limit(self, run: Run) -> int:
+        return max(len(run.tasks), 1)
 
 
 class KeepsSubmitting(_Broken):
@@ -172,8 +144,10 @@ class KeepsSubmitting(_Broken):
 
     catches = "fail_fast"
 
-    def _exec_parallel(self, items: list[Any]) -> Collected:
-        return self._run_window(items, max_concurrent=self.max_concurrent, stop_on_failure=False)
+    def prep(self, shared: Any) -> Run:
+        run = super().prep(shared)
+        run.stop_submitting = False  # the bug: raises at the end, but never stops early
+        return run
 
 
 #: name -> known-broken group (verified through :class:`parabatch.testing.GroupAsBatch`,

@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
+import stat
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
+from .. import __version__
 from ._errors import NodeTypeError, WorkflowError
 from ._jsonable import to_jsonable
+from ._nodes import SHELL_COMMANDS
 from ._progress import ProgressBar
-from ._registry import NodeRegistry, default_registry
-from ._validate import load_workflow
+from ._registry import GROUP_TYPE, NodeRegistry, default_registry
+from ._validate import load_workflow, read_json
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_OK", "main"]
 
-#: Exit codes: the workflow ran; a node failed; the workflow file or the command is invalid;
-#: Ctrl-C (the shell's convention, 128 + SIGINT).
+#: Exit codes: the workflow ran; a node failed (or the results could not be written where
+#: asked); the workflow file or the command is invalid; Ctrl-C (the shell's 128 + SIGINT).
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_CALLS_KEY = "__llm_calls__"
+
+#: The longest error message printed whole (a server's page, a command's whole output).
+_LONGEST = 2000
 
 
 class _Invalid(Exception):
-    """A usage problem found after parsing (bad --shared file, bad --node-type)."""
+    """A usage problem found after parsing (bad --shared file, bad --node-type, --output)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a parabatch workflow (JSON) and print the final shared store as JSON.",
         epilog="Exit codes: 0 ok, 1 the workflow failed, 2 invalid workflow or usage, 130 Ctrl-C.",
     )
+    parser.add_argument("--version", action="version", version=f"parabatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="validate and run a workflow")
     check = sub.add_parser("validate", help="validate a workflow; print its problems")
@@ -46,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
             help="register a node type (a pocketflow Node class) before validating; repeatable",
         )
     run.add_argument("--shared", type=Path, help="a JSON object: the initial shared store")
-    run.add_argument("--output", type=Path, help="write the results here instead of stdout")
+    run.add_argument(
+        "--output",
+        help="write the results to this file (replaced whole once the run ends) "
+        "instead of stdout; its directory must exist",
+    )
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -70,8 +86,8 @@ def _registry(specs: Sequence[str]) -> NodeRegistry:
             raise _Invalid(f"--node-type {spec!r}: expected NAME=MODULE:ATTR")
         try:
             factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise _Invalid(f"--node-type {spec!r}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # any error importing the user's module is a usage error
+            raise _Invalid(f"--node-type {spec!r}: {_describe(exc)}") from None
         try:
             registry.register(name, factory, replace=True)
         except NodeTypeError as exc:
@@ -79,26 +95,284 @@ def _registry(specs: Sequence[str]) -> NodeRegistry:
     return registry
 
 
-def _initial_shared(path: Optional[Path]) -> dict[str, Any]:
+def _check_factories(workflow: dict[str, Any], registry: NodeRegistry) -> None:
+    """Build each node once before anything runs: a factory that fails is a usage error."""
+    checked: set[str] = set()
+    for node_id, node_type in _task_types(workflow["nodes"]):
+        if node_type in checked:
+            continue
+        checked.add(node_type)
+        try:
+            node = registry[node_type].factory()
+        except Exception as exc:
+            raise _Invalid(
+                f"node type {node_type!r} (for node {node_id!r}): its factory raised "
+                f"{_describe(exc)}"
+            ) from None
+        if not callable(getattr(node, "_run", None)):
+            raise _Invalid(
+                f"node type {node_type!r} (for node {node_id!r}): its factory returned "
+                f"{_short_repr(node)}, not a pocketflow node"
+            )
+
+
+def _task_types(nodes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for node in nodes:
+        if node["type"] == GROUP_TYPE:
+            out.extend(_task_types(node["children"]))
+        else:
+            out.append((node["id"], node["type"]))
+    return out
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _initial_shared(path: Optional[Path], workflow: dict[str, Any]) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        shared = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise _Invalid(f"--shared {str(path)!r}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise _Invalid(f"--shared {str(path)!r}: not JSON: {exc}") from None
+    where = f"--shared {str(path)!r}"
+    shared = read_json(path, where, _Invalid)
     if not isinstance(shared, dict):
-        raise _Invalid(f"--shared {str(path)!r}: must hold a JSON object, not {shared!r:.40}")
+        raise _Invalid(f"{where}: must hold a JSON object, not {_short(shared)}")
+    calls = shared.get(_CALLS_KEY, [])
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        # Every node appends its call records here; anything else fails mid-run.
+        raise _Invalid(f"{where}: {_CALLS_KEY} must be a list of call records (objects)")
+    for node_id in sorted(_all_ids(workflow)):
+        if node_id in shared and not isinstance(shared[node_id], dict):
+            raise _Invalid(
+                f"{where}: key {node_id!r} is also a node id; the node's outputs go there "
+                f"and would replace {_short(shared[node_id])} (rename the key)"
+            )
+    if _CALLS_KEY in shared:
+        from .. import CallLog  # the run appends from several threads: keep the lock
+
+        shared[_CALLS_KEY] = CallLog(calls)
     return shared
 
 
-def _write(results: Any, output: Optional[Path], stdout: TextIO) -> None:
-    text = json.dumps(to_jsonable(results), indent=2, ensure_ascii=False) + "\n"
-    if output is None:
-        stdout.write(text)
-    else:
-        output.write_text(text, encoding="utf-8")
+def _all_ids(workflow: dict[str, Any]) -> set[str]:
+    return {n["id"] for n in workflow["nodes"]} | set(_groups(workflow))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# -- the output -----------------------------------------------------------------------------
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_output(name: Optional[str], workflow_file: Path) -> Optional[Path]:
+    """Refuse, before anything runs, an --output the results could not be written to."""
+    if name is None:
+        return None
+    path = Path(name)
+    where = f"--output {name!r}"
+    if path.is_dir():
+        raise _Invalid(f"{where}: is a directory (give a file name)")
+    if name.endswith(("/", os.sep)):
+        raise _Invalid(f"{where}: names a directory (give a file name)")
+    if _same_file(path, workflow_file):
+        raise _Invalid(f"{where}: is the workflow file itself")
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        return path  # /dev/stdout, a pipe: written in place
+    parent = path.parent
+    if not parent.exists():
+        raise _Invalid(f"{where}: no such directory {str(parent)!r}")
+    if not parent.is_dir():
+        raise _Invalid(f"{where}: {str(parent)!r} is not a directory")
+    try:
+        # The results are written to a file beside the target, then renamed over it.
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".parabatch-", suffix=".tmp")
+    except OSError as exc:
+        raise _Invalid(f"{where}: cannot write in {str(parent)!r}: {_reason(exc)}") from None
+    os.close(fd)
+    os.remove(probe)
+    return path
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or _describe(exc)
+
+
+def _json_text(results: Any, encoding: Optional[str]) -> str:
+    value = _jsonable(results)
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    try:
+        text.encode(encoding or "utf-8")
+    except (UnicodeError, LookupError):
+        # Lone surrogates, or a stream that cannot hold every character: \u escapes can.
+        text = json.dumps(value, indent=2, ensure_ascii=True) + "\n"
+    return text
+
+
+def _jsonable(results: Any) -> Any:
+    for _ in range(3):
+        try:
+            return to_jsonable(results)
+        except RuntimeError:  # a dict changed size: an interrupted run's item still ending
+            continue
+        except Exception:  # a value whose str() or repr() raises: keep everything else
+            break
+    return _safe_jsonable(results)
+
+
+def _safe_jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            _safe_jsonable(k) if not isinstance(k, str) else k: _safe_jsonable(v)
+            for k, v in list(value.items())
+        }
+    if isinstance(value, (list, tuple)):
+        return [_safe_jsonable(v) for v in list(value)]
+    try:
+        return to_jsonable(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _write_file(path: Path, text: str) -> None:
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    # Write beside the target and rename: a failed write never leaves half a file, nor
+    # destroys the previous results.
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise
+
+
+def _emit(results: Any, output: Optional[Path], out: TextIO, err: TextIO) -> bool:
+    """Write the results where asked; if that fails, somewhere safe, and say where."""
+    text = _json_text(results, "utf-8" if output else getattr(out, "encoding", None))
+    where = "stdout" if output is None else str(output)
+    try:
+        if output is None:
+            out.write(text)
+            out.flush()
+        else:
+            _write_file(output, text)
+        return True
+    except OSError as exc:
+        reason = _reason(exc)
+    try:
+        fd, saved = tempfile.mkstemp(prefix="parabatch-results-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError:
+        err.write(f"parabatch: cannot write the results to {where}: {reason}; here they are\n")
+        if output is not None:
+            with contextlib.suppress(OSError):
+                out.write(text)
+        else:
+            err.write(text)
+        return False
+    err.write(f"parabatch: cannot write the results to {where}: {reason}; saved in {saved}\n")
+    return False
+
+
+# -- the failure message --------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    """``TypeName: message``, whatever the exception's ``__str__`` does; control
+    characters escaped, so a message cannot rewrite the terminal."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = f"<unprintable {type(exc).__name__}>"
+    if len(text) > _LONGEST:
+        text = f"{text[:_LONGEST]}... ({len(text) - _LONGEST} more characters)"
+    text = "".join(
+        c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _groups(workflow: dict[str, Any]) -> dict[str, str]:
+    """Child id -> the id of the parallel group it is in."""
+    parent: dict[str, str] = {}
+
+    def walk(nodes: list[dict[str, Any]], group: Optional[str]) -> None:
+        for node in nodes:
+            if group is not None:
+                parent[node["id"]] = group
+            if node["type"] == GROUP_TYPE:
+                walk(node["children"], node["id"])
+
+    walk(workflow["nodes"], None)
+    return parent
+
+
+def _failed_node(exc: BaseException, workflow: dict[str, Any], shared: Any) -> Optional[str]:
+    """The id of the innermost workflow node the exception went through, if any."""
+    groups = _groups(workflow)
+    ids = _all_ids(workflow)
+    found: Optional[str] = None
+    tb = exc.__traceback__
+    while tb is not None:
+        holder = tb.tb_frame.f_locals.get("self")
+        node_id = getattr(holder, "node_id", None)
+        if type(holder).__module__.startswith("parabatch.") and node_id in ids:
+            found = node_id
+        tb = tb.tb_next
+    # A group names its failed child in its error record, holding this very exception.
+    while found is not None:
+        record = _error_record(shared, found, exc)
+        child = record.get("child") if record else None
+        if not (isinstance(child, str) and groups.get(child) == found):
+            break
+        found = child
+    return found
+
+
+def _error_record(shared: Any, node_id: str, exc: BaseException) -> Optional[dict[str, Any]]:
+    space = shared.get(node_id) if isinstance(shared, Mapping) else None
+    errors = space.get("errors") if isinstance(space, Mapping) else None
+    for record in errors if isinstance(errors, list) else []:
+        if isinstance(record, dict) and record.get("exception") is exc:
+            return record
+    return None
+
+
+def _failure(exc: BaseException, workflow: dict[str, Any], shared: Any) -> str:
+    node_id = _failed_node(exc, workflow, shared)
+    if node_id is None:
+        return f"workflow failed: {_describe(exc)}"
+    where = f"node {node_id!r}"
+    group = _groups(workflow).get(node_id)
+    if group is not None:
+        where += f" (in parallel group {group!r})"
+    record = _error_record(shared, node_id, exc)
+    if record is not None and isinstance(record.get("index"), int) and "child" not in record:
+        where += f" (item {record['index']})"
+    return f"{where} failed: {_describe(exc)}"
+
+
+# -- main -----------------------------------------------------------------------------------
 
 
 def main(
@@ -109,16 +383,22 @@ def main(
 ) -> int:
     """Run the command line; return the exit code (argparse exits 2 on bad usage).
 
+    On Ctrl-C (``KeyboardInterrupt``) every running shell command's process group is
+    killed, what finished is written as usual, and the code is 130; ``python -m
+    parabatch`` then exits at once, without waiting for items still running.
+
     Example:
         >>> import io, json, tempfile, os
         >>> wf = {"nodes": [{"id": "ask", "type": "llm", "params": {"prompt": "x: ${q}"}}]}
         >>> with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         ...     json.dump(wf, f)
-        >>> out = io.StringIO()
+        >>> out, err = io.StringIO(), io.StringIO()
         >>> main(["validate", f.name], stdout=out), out.getvalue().strip()
         (0, 'ok: 1 node(s), start ask')
-        >>> main(["run", f.name, "--no-progress"], stdout=out, stderr=io.StringIO())
+        >>> main(["run", f.name, "--no-progress"], stdout=out, stderr=err)
         1
+        >>> print(err.getvalue()[:52])
+        parabatch: node 'ask' failed: TemplateError: ${q}: k
         >>> os.remove(f.name)
     """
     out = sys.stdout if stdout is None else stdout
@@ -127,11 +407,13 @@ def main(
     try:
         registry = _registry(args.node_type)
         workflow = load_workflow(args.workflow, registry=registry)
+        _check_factories(workflow, registry)
         if args.command == "validate":
             count = len(workflow["nodes"])
             out.write(f"ok: {count} node(s), start {workflow['start']}\n")
             return EXIT_OK
-        shared = _initial_shared(args.shared)
+        shared = _initial_shared(args.shared, workflow)
+        output = _check_output(args.output, args.workflow)
     except (WorkflowError, _Invalid) as exc:
         err.write(f"parabatch: {exc}\n")
         return EXIT_INVALID
@@ -140,6 +422,7 @@ def main(
     # Imported here: ``validate`` needs no executor, pocketflow Flow, or threads.
     from ._compile import run_workflow
 
+    SHELL_COMMANDS.reopen()
     try:
         run_workflow(
             workflow,
@@ -148,13 +431,15 @@ def main(
             progress=ProgressBar(err) if show else None,
             sequential=args.sequential,
         )
+        code = EXIT_OK
     except KeyboardInterrupt:
-        err.write("parabatch: interrupted\n")
-        return EXIT_INTERRUPTED
+        SHELL_COMMANDS.stop()
+        err.write("parabatch: interrupted; writing what finished\n")
+        code = EXIT_INTERRUPTED
     except Exception as exc:
         # A node failed: report it, and still write what the workflow got done.
-        err.write(f"parabatch: workflow failed: {type(exc).__name__}: {exc}\n")
-        _write(shared, args.output, out)
-        return EXIT_FAILED
-    _write(shared, args.output, out)
-    return EXIT_OK
+        err.write(f"parabatch: {_failure(exc, workflow, shared)}\n")
+        code = EXIT_FAILED
+    if not _emit(shared, output, out, err) and code == EXIT_OK:
+        code = EXIT_FAILED
+    return code

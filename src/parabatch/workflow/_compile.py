@@ -8,13 +8,12 @@ from typing import Any, Callable, Literal, Optional
 from pocketflow import Flow
 
 from .. import (
-    CALLS_KEY,
-    CallLog,
     NamespacedNodeWrapper,
     ParallelGroupNode,
     PflowBatchNode,
     TemplateAwareNodeWrapper,
 )
+from .._calllog import ensure_call_log, usage_record
 from .._runner import ExecutorFactory
 from .._wrappers import _Wrapper
 from ._errors import NodeTypeError
@@ -48,17 +47,17 @@ class UsageRecorder(_Wrapper):
         [{'model': 'sim-1', 'input_tokens': 2, 'output_tokens': 3, 'node_id': 'ask'}]
     """
 
+    #: The kind of log made when the store has none (``"lock"`` or ``"gil"``).
+    call_log = "lock"
+
     def _run(self, shared: MutableMapping[str, Any]) -> Any:
-        log = shared.get(CALLS_KEY)
-        if log is None:
-            log = shared[CALLS_KEY] = CallLog()
+        log = ensure_call_log(shared, self.call_log, f"node {self.node_id!r}")
         before = shared.get(self.node_id)
         stale = before.get("llm_usage") if isinstance(before, dict) else None
         action = self.inner_node._run(shared)
-        namespace = shared.get(self.node_id)
-        usage = namespace.get("llm_usage") if isinstance(namespace, dict) else None
-        if isinstance(usage, dict) and usage is not stale:
-            log.append({**usage, "node_id": self.node_id})
+        record = usage_record(shared.get(self.node_id), self.node_id, stale=stale)
+        if record is not None:
+            log.append(record)
         return action
 
 
@@ -120,7 +119,9 @@ class _Builder:
             TemplateAwareNodeWrapper(inner, node_id, spec["params"]), node_id
         )
         if "batch" not in spec:
-            return UsageRecorder(chain, node_id)
+            recorder = UsageRecorder(chain, node_id)
+            recorder.call_log = self.call_log
+            return recorder
         config = dict(spec["batch"])
         if self.sequential:
             config["parallel"] = False
@@ -213,7 +214,6 @@ def run_workflow(
         call_log=call_log,
     )
     shared = {} if shared is None else shared
-    if CALLS_KEY not in shared:
-        shared[CALLS_KEY] = CallLog() if call_log == "lock" else []
+    ensure_call_log(shared, call_log, "workflow")
     flow.run(shared)
     return shared

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .._runner import describe_error
+
 __all__ = ["to_jsonable"]
 
 
@@ -29,7 +31,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
+        return describe_error(value)
     if isinstance(value, Mapping):
         return {
             str(k): to_jsonable(v)

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
+import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +26,26 @@ from typing import Any, ClassVar
 
 from pocketflow import Node
 
-from .. import resolve_template
+from .. import ParabatchError, resolve_template
 from ._errors import HttpStatusError
 
-__all__ = ["CollectNode", "HttpNode", "ShellNode", "SimulatedLlmNode", "simulated_summary"]
+__all__ = [
+    "MAX_SECONDS",
+    "SHELL_COMMANDS",
+    "CollectNode",
+    "HttpNode",
+    "ShellCommandError",
+    "ShellCommands",
+    "ShellNode",
+    "ShellStoppedError",
+    "SimulatedLlmNode",
+    "kill_process_group",
+    "simulated_summary",
+]
+
+#: The longest duration (seconds) a node's ``timeout`` or ``latency`` may ask for: one week.
+#: Longer is almost surely a mistake, and much longer overflows ``time.sleep``.
+MAX_SECONDS = 7 * 24 * 3600
 
 _JSON = Mapping[str, Any]
 
@@ -46,10 +66,18 @@ class _OutputNode(Node):  # type: ignore[misc]
         return "default"
 
 
-def _positive(params: Mapping[str, Any], name: str, default: float) -> float:
+def _seconds(params: Mapping[str, Any], name: str, default: float, *, zero: bool = False) -> float:
+    """A duration param: a finite number > 0 (>= 0 with ``zero``), at most MAX_SECONDS.
+
+    Checked here as well as by the schema: a ``${...}`` param is known only at run time.
+    """
     value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name}={value!r}: must be a number > 0")
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok and not (0 <= value <= MAX_SECONDS and (zero or value > 0) and math.isfinite(value)):
+        ok = False
+    if not ok:
+        low = ">= 0" if zero else "> 0"
+        raise ValueError(f"{name}={value!r}: must be a number {low} and <= {MAX_SECONDS}")
     return float(value)
 
 
@@ -69,7 +97,7 @@ class HttpNode(_OutputNode):
         ...     node.run({})
         ... except ValueError as e:
         ...     print(e)
-        timeout=0: must be a number > 0
+        timeout=0: must be a number > 0 and <= 604800
     """
 
     PARAMS_SCHEMA: ClassVar[dict[str, Any]] = {
@@ -77,7 +105,7 @@ class HttpNode(_OutputNode):
         "properties": {
             "url": {"type": "string", "pattern": "^https?://"},
             "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
-            "timeout": {"type": "number", "exclusiveMinimum": 0},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
             "body": {"type": ["string", "object", "array"]},
         },
@@ -87,7 +115,7 @@ class HttpNode(_OutputNode):
 
     def exec(self, params: dict[str, Any]) -> dict[str, Any]:
         url = str(params["url"])
-        timeout = _positive(params, "timeout", 10.0)
+        timeout = _seconds(params, "timeout", 10.0)
         headers = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
         body = params.get("body")
         data = None
@@ -115,13 +143,138 @@ class HttpNode(_OutputNode):
         return {"status": status, "body": text, "json": parsed}
 
 
+class ShellCommands:
+    """The shell commands running now, each in its own session; :meth:`stop` ends them all.
+
+    Each command starts in a new session (so a process group of its own, out of reach of
+    the terminal's Ctrl-C) and is listed here while it runs. :meth:`stop` kills every
+    listed process group, children and grandchildren alike, and refuses new commands
+    until :meth:`reopen`: the CLI calls it on Ctrl-C, so no command outlives the run.
+    Starting and stopping take one lock, so a command is never started unseen by a stop.
+
+    Example:
+        >>> commands = ShellCommands()
+        >>> proc = commands.start(["sleep", "30"])
+        >>> commands.stop() == [proc.pid], proc.wait() < 0
+        (True, True)
+        >>> commands.start(["true"])
+        Traceback (most recent call last):
+          ...
+        parabatch.workflow._nodes.ShellStoppedError: shell commands were stopped (interrupted); not starting ['true']
+        >>> commands.reopen(); commands.start(["true"]).wait()
+        0
+    """  # noqa: E501
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[int, subprocess.Popen[str]] = {}
+        self._stopped = False
+        self._main_starting = False
+        self._deferred = False
+
+    def start(self, cmd: list[str], **popen: Any) -> subprocess.Popen[str]:
+        """``subprocess.Popen(cmd, **popen)`` in a new session, listed until :meth:`done`."""
+        main = threading.current_thread() is threading.main_thread()
+        with self._lock:
+            if self._stopped:
+                raise ShellStoppedError(
+                    f"shell commands were stopped (interrupted); not starting {cmd!r:.200}"
+                )
+            self._main_starting = main
+            try:
+                proc: subprocess.Popen[str] = subprocess.Popen(cmd, start_new_session=True, **popen)
+                self._running[proc.pid] = proc
+            finally:
+                self._main_starting = False
+        if main and self._deferred:
+            self._deferred = False
+            raise KeyboardInterrupt  # the Ctrl-C that landed while the command was starting
+        return proc
+
+    def may_interrupt(self) -> bool:
+        """For a SIGINT handler: False while the main thread is starting a command.
+
+        A ``KeyboardInterrupt`` inside ``Popen`` (it waits for the child's ``exec``) would
+        leave a started child unlisted, so nothing could stop it. The handler then returns
+        without raising, and :meth:`start` raises ``KeyboardInterrupt`` once the child is
+        listed.
+        """
+        if self._main_starting:
+            self._deferred = True
+            return False
+        return True
+
+    def done(self, proc: subprocess.Popen[str]) -> None:
+        """Forget ``proc`` (it has ended and been waited for)."""
+        with self._lock:
+            self._running.pop(proc.pid, None)
+
+    def stop(self, *, timeout: float = 5.0) -> list[int]:
+        """Kill the process group of every running command; refuse new ones. Returns the pids.
+
+        Safe to call from a signal handler: the lock is waited for at most ``timeout``
+        seconds (the main thread may hold it, starting a command, when the signal lands).
+        """
+        self._stopped = True
+        locked = self._lock.acquire(timeout=timeout)
+        try:
+            running = list(self._running.values())
+            for proc in running:
+                kill_process_group(proc)
+        finally:
+            if locked:
+                self._lock.release()
+        for proc in running:  # reap them: a killed group's leader is gone once this returns
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout)
+        return [proc.pid for proc in running]
+
+    def reopen(self) -> None:
+        """Accept commands again after :meth:`stop`."""
+        with self._lock:
+            self._stopped = False
+
+
+class ShellStoppedError(ParabatchError, RuntimeError):
+    """Raised by a shell node asked to start a command after :meth:`ShellCommands.stop`."""
+
+
+def kill_process_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the process group ``proc`` leads (it was started in a new session).
+
+    Example:
+        >>> proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        >>> kill_process_group(proc); proc.wait() == -signal.SIGKILL
+        True
+    """
+    if proc.returncode is not None:
+        return  # reaped: its pid, so its group id, may already belong to someone else
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # pragma: no cover - Windows has no process groups to kill
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
+
+
+#: The shell commands of every :class:`ShellNode` in this process.
+SHELL_COMMANDS = ShellCommands()
+
+
 class ShellNode(_OutputNode):
-    """One ``subprocess.run`` per run: no shell, the command is a list of arguments.
+    """One command per run, in a process group of its own: no shell, a list of arguments.
 
     Params: ``cmd`` (a list of strings, required), ``stdin`` (text; any other value is
-    sent as JSON; default: no input), ``timeout`` in seconds (default 30), ``check``
-    (default true: a non-zero exit raises ``subprocess.CalledProcessError``).
-    Output: ``stdout``, ``stderr``, ``returncode``.
+    sent as JSON; default: no input), ``timeout`` in seconds (default 30, at most
+    :data:`MAX_SECONDS`), ``check`` (default true: a non-zero exit raises
+    :class:`ShellCommandError`, a ``subprocess.CalledProcessError`` whose message ends
+    with the command's stderr). Output: ``stdout``, ``stderr`` (UTF-8, invalid
+    bytes replaced), ``returncode``.
+
+    The command starts in a new session, listed in :data:`SHELL_COMMANDS`; on a timeout
+    its whole process group is killed (grandchildren too), and so it is when the run is
+    interrupted (:meth:`ShellCommands.stop`).
 
     Example:
         >>> node = ShellNode(); node.params = {"cmd": ["wc", "-w"], "stdin": "a b c"}
@@ -134,7 +287,7 @@ class ShellNode(_OutputNode):
         "properties": {
             "cmd": {"type": "array", "items": {"type": "string"}, "minItems": 1},
             "stdin": {},
-            "timeout": {"type": "number", "exclusiveMinimum": 0},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
             "check": {"type": "boolean"},
         },
         "required": ["cmd"],
@@ -145,23 +298,67 @@ class ShellNode(_OutputNode):
         cmd = params["cmd"]
         if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
             raise ValueError(f"cmd={cmd!r}: must be a non-empty list of strings")
-        timeout = _positive(params, "timeout", 30.0)
+        timeout = _seconds(params, "timeout", 30.0)
         stdin = params.get("stdin")
         if stdin is not None and not isinstance(stdin, str):
             stdin = json.dumps(stdin)
-        proc = subprocess.run(
+        proc = SHELL_COMMANDS.start(
             cmd,
-            input=stdin,
             # Without input, the child must not read (or wait on) the parent's stdin.
-            stdin=subprocess.DEVNULL if stdin is None else None,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            errors="replace",
         )
+        try:
+            try:
+                out, err = proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_process_group(proc)
+                out, err = _drain(proc)
+                raise subprocess.TimeoutExpired(cmd, timeout, out, err) from None
+            except BaseException:
+                kill_process_group(proc)
+                _drain(proc)
+                raise
+        finally:
+            SHELL_COMMANDS.done(proc)
         if params.get("check", True) and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
-        return {"stdout": proc.stdout, "stderr": proc.stderr, "returncode": proc.returncode}
+            raise ShellCommandError(proc.returncode, cmd, out, err)
+        return {"stdout": out, "stderr": err, "returncode": proc.returncode}
+
+
+class ShellCommandError(subprocess.CalledProcessError):
+    """A shell node's command exited non-zero: the message ends with its stderr's last
+    500 characters, so a failure reported anywhere (the CLI, a batch's error record) says
+    why, not only that it failed.
+
+    Example:
+        >>> print(ShellCommandError(2, ["ls", "nope"], "", "ls: nope: No such file\\n"))
+        Command '['ls', 'nope']' returned non-zero exit status 2; stderr: ls: nope: No such file
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__().rstrip(".")
+        tail = self.stderr.strip() if isinstance(self.stderr, str) else ""
+        if len(tail) > 500:
+            tail = "..." + tail[-500:]
+        return f"{text}; stderr: {tail}" if tail else f"{text}."
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.returncode, self.cmd, self.output, self.stderr))
+
+
+def _drain(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """What a killed command had written; bounded, since a process outside its group (one
+    that made its own session) may still hold the pipes open."""
+    try:
+        return proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return "", ""
 
 
 def simulated_summary(prompt: str, max_words: int = 12) -> str:
@@ -202,7 +399,7 @@ class SimulatedLlmNode(_OutputNode):
         "properties": {
             "prompt": {"type": "string"},
             "model": {"type": "string", "minLength": 1},
-            "latency": {"type": "number", "minimum": 0},
+            "latency": {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
             "max_words": {"type": "integer", "minimum": 1},
         },
         "required": ["prompt"],
@@ -213,7 +410,7 @@ class SimulatedLlmNode(_OutputNode):
         prompt = params["prompt"]
         if not isinstance(prompt, str):
             prompt = json.dumps(prompt)
-        latency = float(params.get("latency", 0))
+        latency = _seconds(params, "latency", 0, zero=True)
         if latency > 0:
             time.sleep(latency)
         summary = simulated_summary(prompt, int(params.get("max_words", 12)))

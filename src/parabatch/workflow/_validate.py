@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import jsonschema
 
@@ -18,7 +19,7 @@ from ._errors import WorkflowError
 from ._registry import GROUP_TYPE, NodeRegistry, default_registry
 from ._schema import ID_PATTERN, WORKFLOW_SCHEMA
 
-__all__ = ["load_workflow", "validate_workflow"]
+__all__ = ["load_workflow", "non_finite", "read_json", "validate_workflow"]
 
 _VALIDATOR = jsonschema.Draft202012Validator(WORKFLOW_SCHEMA)
 _NODE_LISTS = ("nodes", "children")
@@ -96,6 +97,8 @@ def _must(schema: dict[str, Any]) -> str:
         return f"{text} from {low} to {high}"
     if low is not None:
         return f"{text} >= {low}"
+    if schema.get("exclusiveMinimum") is not None and high is not None:
+        return f"{text} > {schema['exclusiveMinimum']} and <= {high}"
     if schema.get("exclusiveMinimum") is not None:
         return f"{text} > {schema['exclusiveMinimum']}"
     if schema.get("minItems") == 1:
@@ -189,6 +192,8 @@ def _check_params(
         return
     node_type = registry[node["type"]]
     for error in node_type.validator.iter_errors(params):
+        if _is_non_finite(error.instance):
+            continue  # reported once, as not finite
         field = error.absolute_path[0] if error.absolute_path else None
         if field is not None and has_template(params.get(field)):
             continue  # known at run time only; the node checks it then
@@ -199,24 +204,52 @@ def _check_params(
             problems.add(path, line)
 
 
-def _check_batch(node: dict[str, Any], path: Path_, doc: Any, problems: _Problems) -> None:
+def _check_batch(
+    node: dict[str, Any], path: Path_, doc: Any, problems: _Problems, ids: dict[str, Path_]
+) -> None:
     where = _loc((*path, "batch"), doc)
     batch = node["batch"]
     if not isinstance(batch, dict):
         problems.add(path, f"{where}={batch!r:.60}: must be an object (a batch config)")
         return
+    default = "" if "as" in batch else " (the default)"
+    # A field that is not finite is reported already, once: leave it out of this check.
+    finite = {k: v for k, v in batch.items() if not _is_non_finite(v)}
     try:
-        node["batch"] = validate_batch_config(batch)
+        checked = validate_batch_config(finite)
     except BatchConfigError as exc:
         for problem in exc.problems:
             for line in problem.split("\n  - "):
                 problems.add(path, f"{where}.{line}")
+        return
+    if len(finite) < len(batch):
+        return
+    node["batch"] = checked
+    name = node["batch"]["as"]
+    if _SPECIAL.match(name):
+        problems.add(
+            path,
+            f"{where}.as={name!r}: reserved (keys of the form __name__ are special keys at "
+            "the root of shared)",
+        )
+    elif name in ids:
+        # The item and the node namespaces are keys at the root of the item's shared store.
+        whose = "its own id" if ids[name] == path else f"the id of {_loc(ids[name], doc)}"
+        problems.add(
+            path,
+            f"{where}.as={name!r}{default}: is {whose}; inside the batch ${{{name}}} would "
+            "be the item, not that node's output (pick another name)",
+        )
 
 
 def _check_nodes(
     doc: dict[str, Any], registry: NodeRegistry, problems: _Problems
 ) -> list[tuple[Path_, dict[str, Any]]]:
     walked = _walk(doc.get("nodes"), ("nodes",))
+    ids: dict[str, Path_] = {}
+    for path, node in walked:
+        if isinstance(node.get("id"), str):
+            ids.setdefault(node["id"], path)
     first_seen: dict[str, Path_] = {}
     known = ", ".join(sorted([*registry, GROUP_TYPE]))
     for path, node in walked:
@@ -247,7 +280,7 @@ def _check_nodes(
             continue
         _check_params(node, path, doc, registry, problems)
         if "batch" in node:
-            _check_batch(node, path, doc, problems)
+            _check_batch(node, path, doc, problems, ids)
     return walked
 
 
@@ -407,10 +440,26 @@ def validate_workflow(
             [f"{source}: must be a JSON object with 'nodes', got {type(doc).__name__}"],
             source=source,
         )
+    try:
+        return _validate(doc, registry, source)
+    except RecursionError:
+        raise WorkflowError([f"{source}: nested too deeply to check"], source=source) from None
+
+
+def _validate(doc: dict[str, Any], registry: NodeRegistry, source: str) -> dict[str, Any]:
     doc = copy.deepcopy(doc)
     problems = _Problems()
+    for bad in non_finite(doc):
+        value = _json_number(_at(doc, bad))
+        problems.add(
+            _owner(bad),
+            f"{_loc(bad, doc)}={value}: must be a finite number (JSON has no NaN or "
+            "Infinity; a number beyond 1.8e308 reads as Infinity)",
+        )
     for error in _VALIDATOR.iter_errors(doc):
         path: Path_ = tuple(error.absolute_path)
+        if _is_non_finite(error.instance):
+            continue  # reported once, as not finite
         if _inside(path, "batch") or _inside(path, "params"):
             continue  # reported by _check_batch and _check_params, in their own words
         for line in _schema_lines(error, _loc(path, doc)):
@@ -424,10 +473,75 @@ def validate_workflow(
     return _fill_defaults(doc)
 
 
+def read_json(path: Union[str, Path], where: str, error: Callable[[str], Exception]) -> Any:
+    """Read a UTF-8 JSON file (a leading BOM allowed); any problem is ``error(message)``.
+
+    Example:
+        >>> read_json("no-such.json", "no-such.json", ValueError)
+        Traceback (most recent call last):
+          ...
+        ValueError: no-such.json: cannot read: No such file or directory
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(
+            f"{where}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+            f"{exc.start}); save the file as UTF-8"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:  # an integer too long to convert, say
+        raise error(f"{where}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise error(f"{where}: nested too deeply to read") from None
+
+
+def non_finite(value: Any, path: Path_ = ()) -> list[Path_]:
+    """Paths to every NaN or infinite float in ``value`` (a parsed JSON document).
+
+    ``json`` reads ``NaN``, ``Infinity`` and too-large numbers such as ``1e400`` into
+    such floats, though JSON has none of them; a schema's ``minimum`` does not stop a NaN.
+
+    Example:
+        >>> non_finite({"a": [1.0, float("nan")], "b": {"c": float("-inf")}})
+        [('a', 1), ('b', 'c')]
+    """
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in non_finite(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_finite(v, (*path, i))]
+    return []
+
+
+def _is_non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _at(doc: Any, path: Path_) -> Any:
+    for part in path:
+        doc = doc[part]
+    return doc
+
+
+def _json_number(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
 def load_workflow(
     path: Union[str, Path], *, registry: Optional[NodeRegistry] = None
 ) -> dict[str, Any]:
-    """Read a workflow JSON file and validate it; a JSON syntax error is a WorkflowError too.
+    """Read a workflow JSON file and validate it; a file that is not UTF-8 JSON is a
+    WorkflowError too.
 
     Example:
         >>> import json, tempfile, os
@@ -439,14 +553,5 @@ def load_workflow(
         >>> os.remove(f.name)
     """
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WorkflowError([f"{name}: cannot read: {exc.strerror or exc}"], source=name) from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WorkflowError(
-            [f"{name}: line {exc.lineno} column {exc.colno}: {exc.msg}"], source=name
-        ) from None
+    doc = read_json(path, name, lambda line: WorkflowError([line], source=name))
     return validate_workflow(doc, registry=registry, source=name)
