@@ -21,13 +21,14 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 from conftest import progress, scaled
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from parabatch import CALLS_KEY, PflowBatchNode
@@ -150,16 +151,18 @@ def _reference(plan: Plan, index: int) -> Any:
     return {"value": index, "params": {}, "attempt": fails + 1}
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_continue_is_what_threads_give(engines: dict[str, Any], engine: str) -> None:
-    seen = {"plans": 0}
+def continue_is_what_threads_give(
+    executor: Any, seen: dict[str, int], *, shrink: bool = True
+) -> None:
+    """The ``continue`` property, for plans drawn by Hypothesis, on ``executor``."""
+    phases = list(Phase) if shrink else [Phase.explicit, Phase.reuse, Phase.generate]
 
-    @settings(max_examples=scaled(20, 3))
+    @settings(max_examples=scaled(20, 3), phases=phases)
     @given(plan=plans())
     def check(plan: Plan) -> None:
         seen["plans"] += 1
         threads = Run(plan, None, "continue")
-        remote = Run(plan, engines[engine], "continue")
+        remote = Run(plan, executor, "continue")
         assert threads.raised is None and remote.raised is None, remote.raised
         assert remote.outcome() == threads.outcome()
         assert remote.state["max_in_flight"] <= plan.max_concurrent
@@ -168,7 +171,46 @@ def test_continue_is_what_threads_give(engines: dict[str, Any], engine: str) -> 
         ]
 
     check()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_continue_is_what_threads_give(engines: dict[str, Any], engine: str) -> None:
+    seen = {"plans": 0}
+    continue_is_what_threads_give(engines[engine], seen)
     progress(f"scale-out continue on {engine}: {seen['plans']} plans as threads give")
+
+
+class DropCalls:
+    """Negative control: the process executor with every outcome's call records lost."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def __call__(self, n: int) -> Any:
+        executor = self.pool(n)
+        submit = executor.submit
+
+        def lossy(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            inner = submit(fn, *args, **kwargs)
+            outer: Future[Any] = Future()
+
+            def done(f: Future[Any]) -> None:
+                outcome = f.result()
+                outcome.calls = ()
+                outer.set_result(outcome)
+
+            inner.add_done_callback(done)
+            return outer
+
+        executor.submit = lossy
+        return executor
+
+
+def test_lost_call_records_are_caught(engines: dict[str, Any]) -> None:
+    seen = {"plans": 0}
+    with pytest.raises(AssertionError):
+        continue_is_what_threads_give(DropCalls(engines["processes"]), seen, shrink=False)
+    progress(f"scale-out negative control: lost call records caught after {seen['plans']} plans")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
