@@ -266,22 +266,17 @@ def probe(run_id: str, source: Source) -> Optional[tuple[str, str, str]]:
 
 
 def _outcome(
-    index: int, error: BaseException, attempts: int, calls: tuple[Any, ...] = ()
+    index: int, error: RemoteItemError, attempts: int, calls: tuple[Any, ...] = ()
 ) -> ItemOutcome:
-    outcome = ItemOutcome(index, None, None, error, attempts, calls)
-    _mark_remote(outcome)
-    return outcome
-
-
-def _mark_remote(outcome: ItemOutcome) -> None:
-    with contextlib.suppress(AttributeError):
-        outcome.remote = True  # type: ignore[attr-defined]
+    """A failed outcome made here, in the worker's stead (its records still count)."""
+    return ItemOutcome(
+        index, None, None, error, attempts, calls, remote=True, traceback=error.remote_traceback
+    )
 
 
 def _traceback_text(outcome: ItemOutcome) -> str:
-    text = getattr(outcome, "traceback", None)
-    if isinstance(text, str) and text:
-        return text
+    if outcome.traceback:
+        return outcome.traceback
     assert outcome.error is not None
     return describe_failure(outcome.error)[2]
 
@@ -299,8 +294,7 @@ def _travelling_error(outcome: ItemOutcome) -> None:
     kind, message, _ = describe_failure(error)
     remote = RemoteItemError(kind, message, _traceback_text(outcome), reason)
     outcome.error = remote
-    if hasattr(outcome, "traceback"):
-        outcome.traceback = remote.remote_traceback
+    outcome.traceback = remote.remote_traceback
 
 
 def _pack(outcome: ItemOutcome) -> bytes:

@@ -45,7 +45,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
@@ -64,12 +64,15 @@ if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
 __all__ = [
+    "EXECUTOR_CHOICES",
     "DaskItemExecutor",
     "ProcessItemExecutor",
     "ProcessPool",
     "RemoteItemError",
     "WorkerSetupError",
+    "check_executor_spec",
     "dask_executor",
+    "open_executor",
     "process_executor",
 ]
 
@@ -522,3 +525,68 @@ def dask_executor(client: Any, **options: Any) -> Callable[[int], DaskItemExecut
         return DaskItemExecutor(client, max(1, requested), options)
 
     return factory
+
+
+# -- by name (the workflow CLI's --executor) ------------------------------------------------
+
+#: The forms ``--executor`` takes.
+EXECUTOR_CHOICES = "threads, processes, dask or dask=ADDRESS"
+
+
+def check_executor_spec(spec: str) -> None:
+    """Raise ``ValueError`` unless ``spec`` names an executor :func:`open_executor` knows.
+
+    Example:
+        >>> check_executor_spec("dask=tcp://scheduler:8786")
+        >>> check_executor_spec("gpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: --executor 'gpu': expected threads, processes, dask or dask=ADDRESS
+    """
+    name, eq, address = spec.partition("=")
+    if name in ("threads", "processes") and not eq:
+        return
+    if name == "dask" and (not eq or address):
+        return
+    raise ValueError(f"--executor {spec!r}: expected {EXECUTOR_CHOICES}")
+
+
+@contextlib.contextmanager
+def open_executor(spec: str) -> Iterator[Optional[Callable[[int], Executor]]]:
+    """The ``executor=`` factory ``spec`` names, open for the ``with`` block.
+
+    ``threads`` gives None (the default executor); ``processes`` a :func:`process_executor`
+    pool, stopped at the end; ``dask`` a ``LocalCluster`` of worker processes on this
+    machine, ``dask=ADDRESS`` a client of the scheduler at ``ADDRESS``
+    (``tcp://scheduler:8786``); the client (and a local cluster) is closed at the end.
+
+    Example:
+        >>> with open_executor("threads") as factory:
+        ...     print(factory)
+        None
+    """
+    check_executor_spec(spec)
+    name, _, address = spec.partition("=")
+    if name == "threads":
+        yield None
+    elif name == "processes":
+        with process_executor() as pool:
+            yield pool
+    else:
+        distributed = _distributed()
+        cluster = None
+        if not address:
+            cluster = distributed.LocalCluster(
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            )
+            address = cluster
+        client = distributed.Client(address)
+        try:
+            yield dask_executor(client)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
