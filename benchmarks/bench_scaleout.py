@@ -109,6 +109,9 @@ def pools() -> Iterator[tuple[Any, ProcessPoolExecutor]]:
         yield ours, bare
 
 
+pytestmark = pytest.mark.benchmark(group="scaleout")
+
+
 @pytest.mark.parametrize("latency_ms", [1.0, 0.0])
 def test_process_pool_overhead(
     benchmark: Any, mode: Mode, pools: tuple[Any, ProcessPoolExecutor], latency_ms: float

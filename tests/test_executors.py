@@ -5,7 +5,7 @@ the other two are held to the same results, errors, fail_fast and call records. 
 come from ``tests.remote_nodes``: they record what they do in files, so a node in a
 worker process reports to the test as one in a thread does, and markers order items
 across processes without timing. The process pool (two processes) and the dask cluster (a
-``LocalCluster`` of two worker processes) start once per test session and serve every
+``LocalCluster`` of two worker processes) start once for this module and serve every
 run, so a run that failed or was interrupted is followed by others on the same workers.
 """
 
@@ -49,7 +49,9 @@ EXECUTORS = ["threads", "processes", "dask"]
 REMOTE = ["processes", "dask"]
 
 
-@pytest.fixture(scope="session")
+# Module scope: the cluster's and the pool's threads must not outlive these tests, since
+# parabatch.testing's checks control the threading primitives of the whole process.
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     distributed = pytest.importorskip("distributed")
     # No dashboard; the scheduler's other HTTP routes on any free port, so clusters
@@ -68,7 +70,7 @@ def dask_client() -> Iterator[Any]:
     cluster.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def process_pool() -> Iterator[ProcessPool]:
     with process_executor(2) as pool:
         yield pool
@@ -144,6 +146,8 @@ def test_results_errors_and_call_records_are_what_threads_give(
     assert [e["index"] for e in out["errors"]] == [2]
     assert out["errors"][0]["error"] == "ValueError: planned failure of 2, attempt 2"
     assert isinstance(out["errors"][0]["exception"], ValueError)
+    # The traceback text is the worker's, wherever the item ran.
+    assert 'raise ValueError(f"planned failure' in out["errors"][0]["traceback"]
     assert (out["success_count"], out["error_count"], out["count"]) == (9, 1, 10)
     assert tracker.attempts == {i: 2 if i in (2, 5) else 1 for i in items}
     # Every record exactly once; one item's records in the order the item made them.
@@ -300,6 +304,7 @@ def test_item_exception_that_cannot_travel_comes_back_as_a_record(
         assert 'raise LockError(f"item {item!r} failed holding a lock")' in exc.remote_traceback
         assert "could not be sent back" in exc.reason
     assert lock_error["error"].endswith("item 1 failed holding a lock")
+    assert 'raise LockError(f"item {item!r} failed holding a lock")' in lock_error["traceback"]
     exc = two_arg["exception"]
     # Unpicklable on the way back, unless the worker's pickling rebuilds it without
     # __init__ (dask installs tblib's exception pickling): either way, clear and whole.
