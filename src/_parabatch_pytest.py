@@ -121,9 +121,13 @@ def _failure_text(
         )
     from parabatch.testing import shrink
 
-    shrunk = shrink(
-        factory, budget=budget, seed=kwargs.get("seed") or 0, trace=kwargs.get("trace", True)
-    )
+    try:
+        shrunk = shrink(
+            factory, budget=budget, seed=kwargs.get("seed") or 0, trace=kwargs.get("trace", True)
+        )
+    except Exception as exc:  # the verdict stands on the report; shrinking only presents it
+        first_line = (str(exc).splitlines() or [""])[0]
+        return report.format() + f"\nnot shrunk: shrink() raised {type(exc).__name__}: {first_line}"
     # shrink() draws scenarios of up to 4 items and 3 attempts: one outside the bounds the
     # test asked for is not a counterexample of that test.
     max_items, max_retries = kwargs.get("max_items", 4), kwargs.get("max_retries", 3)

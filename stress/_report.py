@@ -82,22 +82,26 @@ def _cut(grid: list[list[str]], column: int, room: int) -> None:
             row[column] = row[column][: max(room - 3, 1)] + "..."
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def scenario_summary(scenario: str) -> str:
     """A certificate's scenario in a few words: its prefix, items, workers, mode, attempts.
 
     Example:
         >>> scenario_summary('group {"items":["a","b"],"fail":[1,0],"parallel":true,'
         ...     '"max_concurrent":2,"max_retries":2,"error_handling":"continue","call_log":"gil"}')
-        'group: 2 items, 2 workers, continue, 2 attempts, fails [1, 0], gil'
+        'group: 2 items, 2 workers, continue, 2 attempts, fails [1,0], gil'
     """
     prefix, brace, rest = scenario.partition("{")
     try:
         s = json.loads(brace + rest)
+        workers = s["max_concurrent"] if s.get("parallel", True) else 1
         summary = (
-            f"{len(s['items'])} items, "
-            f"{s['max_concurrent'] if s.get('parallel', True) else 1} workers, "
-            f"{s['error_handling']}, {s['max_retries']} attempts, fails {s['fail']}, "
-            f"{s['call_log']}"
+            f"{_count(len(s['items']), 'item')}, {_count(workers, 'worker')}, "
+            f"{s['error_handling']}, {_count(s['max_retries'], 'attempt')}, "
+            f"fails {json.dumps(s['fail'], separators=(',', ':'))}, {s['call_log']}"
         )
     except (ValueError, KeyError, TypeError):
         return scenario if len(scenario) <= 60 else scenario[:57] + "..."
@@ -124,6 +128,7 @@ class StressReport:
     certificates: list[dict[str, Any]] = field(default_factory=list)
     controls: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    unmodified: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_core(self, label: str, report: Any, seconds: float) -> None:
         self.tables[label] = report.table
@@ -171,7 +176,7 @@ class StressReport:
                 [prop, key, expect + (" <-- SEEN" if hot else ""), *(f"{c:,}" for c in counts)]
             )
         right = range(3, 3 + len(labels))
-        return text_table(["property", "outcome", "expect", *labels], rows, right=right, keep=2)
+        return text_table(["property", "outcome", "expect", *labels], rows, right=right, keep=3)
 
     def controls_rows(self) -> list[list[str]]:
         rows = []
@@ -259,7 +264,7 @@ class StressReport:
             ]
             for c in self.certificates
         ]
-        head = ["id", "scenario", "bound", "switch at", "schedules", "exhausted", "verdict"]
+        head = ["id", "scenario", "bound", "at", "schedules", "exhausted", "verdict"]
         return text_table(head, rows, right=[2, 4])
 
     def certificates_md(self) -> str:
@@ -346,6 +351,8 @@ class StressReport:
                     f"`{shrunk['replay']}`",
                     "",
                 ]
+        if self.unmodified:
+            parts += [unmodified_md(self.unmodified), ""]
         if self.failures:
             parts += ["## Failures", "", *[f"- {f}" for f in self.failures], ""]
         return "\n".join(parts)
@@ -363,6 +370,8 @@ class StressReport:
                 self.certificates_text(),
             ]
         parts += ["negative controls:", self.controls_text()]
+        if self.unmodified:
+            parts += ["unmodified code:", unmodified_text(self.unmodified)]
         return "\n".join(line.rstrip() for part in parts for line in part.splitlines())
 
     def to_dict(self) -> dict[str, Any]:
@@ -377,6 +386,7 @@ class StressReport:
                 for name, c in self.controls.items()
             },
             "failures": self.failures,
+            "unmodified": self.unmodified,
         }
 
     def write(self, directory: Path, stem: str) -> list[Path]:
@@ -414,3 +424,55 @@ def _shape(d: Optional[dict[str, Any]], *, short: bool = False) -> str:
         f"{len(s['items'])} items, fail={list(s['fail'])}, cap {s['max_concurrent']}, "
         f"{s['error_handling']}; {d['preemptions']} preemption(s)"
     )
+
+
+UNMODIFIED_HEAD = [
+    "race",
+    "random median (max)",
+    "PCT median (max)",
+    "DFS first",
+    "fixed: certified (schedules, s)",
+    "false passes",
+    "false failures",
+]
+
+
+def unmodified_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for name, r in rows.items():
+        cert = r["certificate"]
+        out.append(
+            [
+                name + (" (deadlock)" if r["kind"] == "deadlock" else ""),
+                f"{_num(r['random']['median'])} ({_num(r['random']['max'])})",
+                f"{_num(r['pct']['median'])} ({_num(r['pct']['max'])})",
+                _num(r["dfs"]["first"]),
+                f"{'yes' if cert['certified'] else 'NO'} "
+                f"({cert['schedules']:,}, {cert['seconds']:g})",
+                str(r["false_passes"]),
+                str(r["false_failures"]),
+            ]
+        )
+    return out
+
+
+def unmodified_md(rows: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "## Unmodified code",
+        "",
+        "Ordinary threaded Python (plain `threading`, `queue`, `concurrent.futures`, "
+        "`from x import y` imports, no markers), checked with the defaults "
+        "(`stress/test_unmodified.py`). Schedules to the first failure over 10 seeds "
+        "(random and PCT: up to 2,000 schedules a seed); DFS: its first failing schedule; "
+        "the fixed twin certified by `check_dfs` (bound 2) and passing 300 random and 300 "
+        "PCT schedules. False passes and false failures must be 0.",
+        "",
+        "| " + " | ".join(UNMODIFIED_HEAD) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in unmodified_rows(rows)]
+    return "\n".join(lines)
+
+
+def unmodified_text(rows: dict[str, dict[str, Any]]) -> str:
+    return text_table(UNMODIFIED_HEAD, unmodified_rows(rows), right=[1, 2, 3, 4, 5, 6])

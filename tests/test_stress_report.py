@@ -110,6 +110,9 @@ def test_the_console_summary_fits_120_columns_without_trailing_spaces(full_repor
         assert label in text, label
     for name in full_report.controls:
         assert name in text, name
+    # The certificates fit in one block: no column pushed below the others.
+    certificates = text.split("certificates (")[1].split("negative controls:")[0]
+    assert "\n\n" not in certificates.strip()
     assert "<-- SEEN" in text  # the FORBIDDEN count is flagged
     assert "{" not in text, "scenario JSON belongs in the Markdown details, not the console"
 
@@ -128,7 +131,7 @@ def test_the_markdown_names_scenarios_and_keeps_their_json_in_one_place(full_rep
     assert sorted(names.values(), key=lambda n: int(n[1:])) == [
         f"S{i}" for i in range(1, len(scenarios) + 1)
     ]
-    assert "| S1 | 2 items, 2 workers, continue, 2 attempts, fails [1, 0], lock | 2 |" in md
+    assert "| S1 | 2 items, 2 workers, continue, 2 attempts, fails [1,0], lock | 2 |" in md
 
 
 def test_text_table_wraps_wide_tables_keeping_the_key_column(report_module: ModuleType) -> None:

@@ -115,6 +115,35 @@ def test_the_fixture_shrinks_the_counterexample_by_default(run: Runner) -> None:
     assert result.stdout.str().count("replay it with:") == 1  # the shrunk one only
 
 
+def test_a_shrink_that_raises_leaves_the_verdict_and_the_first_counterexample(
+    run: Runner,
+) -> None:
+    result = run(
+        """
+        import parabatch.testing
+        from parabatch.testing.broken import KeepsSubmitting
+
+        def test_keeps_submitting(verify_batch_node, monkeypatch):
+            def broken_shrink(*args, **kwargs):
+                raise RuntimeError("shrinking went wrong\\nsecond line")
+
+            monkeypatch.setattr(parabatch.testing, "shrink", broken_shrink)
+            verify_batch_node(KeepsSubmitting, budget=20, seed=1)
+        """
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED: FORBIDDEN outcome first seen after * schedules",
+            "counterexample:",
+            "*replay it with:",
+            "*",
+            "not shrunk: shrink() raised RuntimeError: shrinking went wrong",
+        ]
+    )
+    assert "second line" not in result.stdout.str()
+
+
 def test_without_hypothesis_the_failure_says_how_to_shrink(pytester: pytest.Pytester) -> None:
     # A fresh interpreter where Hypothesis cannot be imported, its own plugin switched off.
     pytester.makeconftest(
@@ -271,18 +300,11 @@ def test_a_session_that_does_not_use_the_fixture_imports_nothing_heavy(
     result.stdout.fnmatch_lines(["plugin loaded: True", "heavy modules: []"])
 
 
-def test_the_old_plugin_path_still_loads(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_subject="""
-        from parabatch import PflowBatchNode
+def test_the_old_plugin_path_re_exports_the_plugin() -> None:
+    """``-p parabatch.testing.pytest_plugin`` registers the very same hooks and fixture."""
+    import _parabatch_pytest as plugin
+    from parabatch.testing import pytest_plugin as old
 
-        def test_core(verify_batch_node):
-            assert verify_batch_node(PflowBatchNode, budget=3).ok
-        """
-    )
-    # A subprocess: in this one the module is already imported, and pytest would warn that
-    # it cannot rewrite its asserts. The entry point, if installed, is switched off.
-    result = pytester.runpytest_subprocess(
-        *STRICT, "-p", "no:parabatch", "-p", "parabatch.testing.pytest_plugin"
-    )
-    result.assert_outcomes(passed=1)
+    assert old.__all__ == plugin.__all__
+    for name in plugin.__all__:
+        assert getattr(old, name) is getattr(plugin, name), name
