@@ -492,7 +492,7 @@ def main(
     try:
         opened = open_executor(args.executor)
     except Exception as exc:  # dask not installed, a scheduler that does not answer
-        err.write(f"parabatch: --executor {args.executor}: {type(exc).__name__}: {exc}\n")
+        err.write(f"parabatch: --executor {args.executor}: {_describe(exc)}\n")
         return EXIT_INVALID
     code = EXIT_INTERRUPTED  # until the run says otherwise
     try:
