@@ -57,7 +57,7 @@ _session_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _session(controlled: bool) -> Iterator[None]:
+def _session(controlled: bool, fn: Optional[Callable[..., Any]] = None) -> Iterator[None]:
     if not _session_lock.acquire(blocking=False):
         inside = isinstance(_scheduler._current, Runtime) and _scheduler._current.me() is not None
         if inside:
@@ -76,6 +76,8 @@ def _session(controlled: bool) -> Iterator[None]:
         if controlled:
             # Installed for the whole check, removed even if it fails: see docs/scheduler.md.
             world.install()
+            if fn is not None:
+                world.adopt_reachable(fn)
         if monitoring:
             _tracing.monitoring_start(_is_managed)
         yield
@@ -262,7 +264,7 @@ def _run_check(
     first_at: Optional[int] = None
     per_depth: dict[int, list[int]] = {}
     pool = CarrierPool()
-    with _session(controlled=True), contextlib.closing(pool):
+    with _session(controlled=True, fn=fn), contextlib.closing(pool):
         for _ in range(iterations):
             if not strategy.new_execution():
                 break
