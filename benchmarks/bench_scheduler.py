@@ -17,11 +17,10 @@ or as a script for a one-line summary::
 
 from __future__ import annotations
 
+import threading
 import time
 import timeit
 from typing import Any
-
-import threading
 
 from parabatch.testing import check_dfs, check_random, checkpoint, spawn
 

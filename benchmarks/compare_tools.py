@@ -62,6 +62,13 @@ def _median(found: list[int]) -> Optional[float]:
     return statistics.median(found) if found else None
 
 
+def _why(exc: Optional[BaseException], fallback: str) -> str:
+    """What the first failure was: the subject's own assertion, or something else."""
+    if exc is None:
+        return fallback[:100]
+    return f"{type(exc).__name__}: {exc}"[:100]
+
+
 def _run_parabatch(fn: Callable[[], None], broken: bool) -> dict[str, Any]:
     from parabatch.testing import check_dfs, check_pct, check_random
 
@@ -72,6 +79,7 @@ def _run_parabatch(fn: Callable[[], None], broken: bool) -> dict[str, Any]:
             r = check(fn, BUDGET, seed=seed, raise_on_failure=False)  # type: ignore[operator]
             if r.first_failure_at is not None:
                 found.append(r.first_failure_at)
+                out.setdefault("why", _why(r.failure.exception, r.failure.message))
         out[name] = {"found": len(found), "median": _median(found)}
     r = check_dfs(fn, max_schedules=DFS_CAP, raise_on_failure=False)
     out["dfs"] = {
@@ -93,6 +101,7 @@ def _run_interleave(fn: Callable[[], None], broken: bool) -> dict[str, Any]:
             r = it.explore(fn, iterations=BUDGET, seed=seed, strategy=name, raise_on_failure=False)
             if r.failure is not None:
                 found.append(r.failure.iteration + 1)
+                out.setdefault("why", _why(r.failure.exception, r.failure.kind))
         out[name] = {"found": len(found), "median": _median(found)}
     r = it.explore(
         fn, iterations=DFS_CAP, strategy="dfs", max_preemptions=2, raise_on_failure=False
@@ -191,7 +200,7 @@ def _verdict(cell: dict[str, Any], broken: bool) -> tuple[str, int, int]:
         return f"error: {cell['error']}", 0, 0
     parts, false_pass, false_fail = [], 0, 0
     for name, r in cell.items():
-        if name == "seconds":
+        if name in ("seconds", "why"):
             continue
         if broken:
             if "median" in r:
@@ -217,6 +226,8 @@ def _verdict(cell: dict[str, Any], broken: bool) -> tuple[str, int, int]:
                 text = f"{name} ok, {r.get('schedules')} ({cert})"
         parts.append(text)
     parts.append(f"{cell.get('seconds', 0):g} s")
+    if "why" in cell:
+        parts.append(f"first failure: `{cell['why']}`")
     return "; ".join(parts), false_pass, false_fail
 
 
