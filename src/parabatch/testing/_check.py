@@ -438,26 +438,32 @@ def check_dfs(
     A preemption is switching away from a thread that could have continued; switches
     because a thread blocked or finished are free. "2 or 3 catches most bugs" (loom).
     ``result.exhausted`` says whether the whole bounded space was run (at most
-    ``max_schedules``): an exhausted, passing check certifies ``fn`` for that bound — for
-    the scheduling points it has, see docs/scheduler.md for what that does not cover.
-    ``fn`` must be deterministic given its schedule. Other arguments as
-    :func:`check_random`.
+    ``max_schedules``); ``result.certified`` says whether that is a certificate: passed,
+    exhausted, and the runs had something to interleave (a decision with a choice, and
+    shared state touched between points) — for the scheduling points it has, see
+    docs/scheduler.md for what that does not cover. ``fn`` must be deterministic given its
+    schedule. Other arguments as :func:`check_random`.
 
     Example:
-        >>> from parabatch.testing import Lock, check_dfs, checkpoint, spawn
+        >>> import threading
+        >>> from parabatch.testing import check_dfs
         >>> def locked_update():
-        ...     box, lock = {"n": 0}, Lock()
+        ...     box, lock = {"n": 0}, threading.Lock()
         ...     def incr():
         ...         with lock:
         ...             v = box["n"]
-        ...             checkpoint("read")
         ...             box["n"] = v + 1
-        ...     for t in [spawn(incr), spawn(incr)]:
+        ...     threads = [threading.Thread(target=incr) for _ in range(2)]
+        ...     for t in threads:
+        ...         t.start()
+        ...     for t in threads:
         ...         t.join()
         ...     assert box["n"] == 2, box
         >>> r = check_dfs(locked_update, max_preemptions=2)
-        >>> r.ok, r.exhausted
-        (True, True)
+        >>> r.ok, r.exhausted, r.certified
+        (True, True, True)
+        >>> check_dfs(locked_update, trace_modules=()).certified  # nothing interleaved
+        False
     """
     if isinstance(max_preemptions, bool) or not isinstance(max_preemptions, int):
         raise TypeError(f"max_preemptions={max_preemptions!r}: expected an int >= 0")
