@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, TextIO, cast
 
 from .. import __version__
 from ._errors import NodeTypeError, WorkflowError
@@ -29,6 +29,10 @@ __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_INVALID", "EXIT_OK", "main"]
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _CALLS_KEY = "__llm_calls__"
+
+#: How deep the results are written when they are too deep to write whole (a server's
+#: answer nested 900 deep): deeper values are replaced by a placeholder.
+_DEEPEST = 100
 
 #: The longest error message printed whole (a server's page, a command's whole output).
 _LONGEST = 2000
@@ -232,14 +236,21 @@ def _jsonable(results: Any) -> Any:
     return _safe_jsonable(results)
 
 
-def _safe_jsonable(value: Any) -> Any:
+def _key(key: Any) -> str:
+    try:
+        return str(key)
+    except Exception:
+        return f"<unprintable {type(key).__name__}>"
+
+
+def _safe_jsonable(value: Any, depth: int = 0) -> Any:
+    """``to_jsonable`` value by value: what fails becomes a placeholder, not an error."""
+    if depth > _DEEPEST:
+        return f"<nested more than {_DEEPEST} deep>"
     if isinstance(value, Mapping):
-        return {
-            _safe_jsonable(k) if not isinstance(k, str) else k: _safe_jsonable(v)
-            for k, v in list(value.items())
-        }
+        return {_key(k): _safe_jsonable(v, depth + 1) for k, v in list(value.items())}
     if isinstance(value, (list, tuple)):
-        return [_safe_jsonable(v) for v in list(value)]
+        return [_safe_jsonable(v, depth + 1) for v in list(value)]
     try:
         return to_jsonable(value)
     except Exception:
@@ -372,6 +383,32 @@ def _failure(exc: BaseException, workflow: dict[str, Any], shared: Any) -> str:
     return f"{where} failed: {_describe(exc)}"
 
 
+class _LineEnd:
+    """The progress bars' stream: forwards writes, and can end a line a bar left open."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.open = False
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        if text:
+            self.open = not text.endswith("\n")
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def end_line(self) -> None:
+        """Start a new line if a bar was cut short (a failure, Ctrl-C): messages follow."""
+        if self.open:
+            self.stream.write("\n")
+            self.open = False
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -419,6 +456,7 @@ def main(
         return EXIT_INVALID
 
     show = args.progress if args.progress is not None else err.isatty()
+    bar_stream = _LineEnd(err)
     # Imported here: ``validate`` needs no executor, pocketflow Flow, or threads.
     from ._compile import run_workflow
 
@@ -428,16 +466,18 @@ def main(
             workflow,
             shared,
             registry=registry,
-            progress=ProgressBar(err) if show else None,
+            progress=ProgressBar(cast(TextIO, bar_stream)) if show else None,
             sequential=args.sequential,
         )
         code = EXIT_OK
     except KeyboardInterrupt:
         SHELL_COMMANDS.stop()
+        bar_stream.end_line()
         err.write("parabatch: interrupted; writing what finished\n")
         code = EXIT_INTERRUPTED
     except Exception as exc:
         # A node failed: report it, and still write what the workflow got done.
+        bar_stream.end_line()
         err.write(f"parabatch: {_failure(exc, workflow, shared)}\n")
         code = EXIT_FAILED
     if not _emit(shared, output, out, err) and code == EXIT_OK:
