@@ -24,6 +24,7 @@ from ._errors import (
     StepLimitFailure,
     UncontrolledThreadFailure,
 )
+from ._replay import check_line
 from ._scheduler import CarrierPool, Runtime, Strategy, StressHooks
 from ._strategies import (
     DFSStrategy,
@@ -238,7 +239,7 @@ def _failure(
         seed=seed,
         schedule=schedule,
         trace=render_trace(rt),
-        replay=_replay_line(fn, schedule, opts),
+        replay=check_line(fn, schedule, opts.trace_names),
         details=details,
         thread=f.thread,
         exception=f.exception,
