@@ -22,6 +22,7 @@ from typing import Any, Callable
 import pytest
 from pocketflow import Node
 
+from parabatch.workflow import run_workflow
 from parabatch.workflow._cli import main
 from parabatch.workflow._nodes import SHELL_COMMANDS, ShellCommands, ShellStoppedError
 
@@ -254,6 +255,8 @@ def test_ctrl_c_in_process_stops_the_shells_and_a_rerun_right_after_works(
     again.write_text(
         json.dumps({"nodes": [{"id": "s", "type": "shell", "params": {"cmd": ["echo", "hi"]}}]})
     )
+    # Straight from the library, as a notebook would after the CLI's main() was interrupted.
+    assert run_workflow(json.loads(again.read_text()))["s"]["stdout"] == "hi\n"
     out = io.StringIO()
     assert main(["run", str(again)], stdout=out, stderr=err) == 0, err.getvalue()
     assert json.loads(out.getvalue())["s"]["stdout"] == "hi\n"

@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m parabatch",
         description="Run a parabatch workflow (JSON) and print the final shared store as JSON.",
-        epilog="Exit codes: 0 ok, 1 the workflow failed, 2 invalid workflow or usage, 130 Ctrl-C.",
+        epilog="Exit codes: 0 ok; 1 a node failed, or the results could not be written where "
+        "asked (stderr says where they went); 2 invalid workflow or usage, nothing ran; 130 "
+        "Ctrl-C (143 SIGTERM, 129 SIGHUP): shell commands killed, what finished written.",
     )
     parser.add_argument("--version", action="version", version=f"parabatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -460,7 +462,6 @@ def main(
     # Imported here: ``validate`` needs no executor, pocketflow Flow, or threads.
     from ._compile import run_workflow
 
-    SHELL_COMMANDS.reopen()
     try:
         run_workflow(
             workflow,
@@ -480,6 +481,7 @@ def main(
         bar_stream.end_line()
         err.write(f"parabatch: {_failure(exc, workflow, shared)}\n")
         code = EXIT_FAILED
-    if not _emit(shared, output, out, err) and code == EXIT_OK:
-        code = EXIT_FAILED
-    return code
+    written = _emit(shared, output, out, err)
+    # Stopped until the results were written; the process may go on (a library caller).
+    SHELL_COMMANDS.reopen()
+    return EXIT_FAILED if not written and code == EXIT_OK else code
