@@ -158,28 +158,6 @@ def _positive(name: str, value: int) -> None:
         raise ValueError(f"{name}={value!r}: must be an integer >= 1")
 
 
-def _fn_ref(fn: Callable[..., Any]) -> tuple[str, str]:
-    """(expression naming fn, import statement it needs)."""
-    mod = getattr(fn, "__module__", None)
-    qual = getattr(fn, "__qualname__", None)
-    if mod and qual and "<" not in qual:
-        if mod == "__main__":
-            return qual, ""
-        return f"{mod}.{qual}", f"import {mod}; "
-    return getattr(fn, "__name__", "fn"), ""
-
-
-def _replay_line(fn: Callable[..., Any], schedule: str, opts: _Options) -> str:
-    ref, imp = _fn_ref(fn)
-    extra = "" if opts.trace_names is None else f", trace_modules={list(opts.trace_names)!r}"
-    line = f'{imp}import parabatch.testing; parabatch.testing.replay({ref}, "{schedule}"{extra})'
-    if ref == getattr(fn, "__name__", "fn") and "<" in getattr(fn, "__qualname__", "<"):
-        code = getattr(fn, "__code__", None)
-        if code is not None:
-            line += f"  # {ref}: {fn.__qualname__} at {code.co_filename}:{code.co_firstlineno}"
-    return line
-
-
 def _is_managed() -> bool:
     rt = _scheduler._current
     return isinstance(rt, Runtime) and rt.current.ident == threading.get_ident()
