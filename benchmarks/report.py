@@ -3,8 +3,8 @@
 Usage::
 
     PYTHONPATH=src python -m pytest -p no:xdist -p no:parabatch -p no:cacheprovider \\
-        -o python_files='bench_*.py' benchmarks --benchmark-json=reports/bench-raw.json
-    python benchmarks/report.py reports/bench-raw.json --out reports [--compare old/bench.json]
+        -o python_files='bench_*.py' benchmarks --benchmark-json=.tox/bench-raw.json
+    python benchmarks/report.py .tox/bench-raw.json --out reports [--compare old/bench.json]
 
 Every ratio is taken against the floor (a bare ``ThreadPoolExecutor.map``) or PocketFlow's
 ``BatchNode`` measured in the same run, as the median of per-round ratios; every other
