@@ -16,8 +16,9 @@ from _workloads import NODE_ID, SleepNode, chain_params, make_chain, make_items,
 
 import parabatch
 from parabatch._clone import clone
-from parabatch._runner import ItemOutcome
+from parabatch._runner import ItemOutcome, StopFlag
 from parabatch._templates import resolve_template
+from parabatch._work import ItemWork
 
 CHAIN = make_chain(0.0)
 INNER = CHAIN.inner_node.inner_node
@@ -27,30 +28,30 @@ def _fresh_chain() -> Any:
     return make_chain(0.0)
 
 
-def _item_shared() -> dict[str, Any]:
-    base = make_shared(make_items(10))
-    base[parabatch.CALLS_KEY] = parabatch.CallLog()
-
-    def build() -> dict[str, Any]:
-        d = dict(base)
-        d["item"] = "document 1"
-        d["__index__"] = 1
-        d[NODE_ID] = {}
-        return d
-
-    return build  # type: ignore[return-value]
+_BASE = make_shared(make_items(10))
+_BASE[parabatch.CALLS_KEY] = parabatch.CallLog()
+#: The core's per-item unit as a parallel run builds it (each item on its own copy).
+WORK = ItemWork(CHAIN, _BASE, StopFlag(), node_id=NODE_ID, copy_chain=True)
 
 
-_build_item_shared = _item_shared()
+def _item_store() -> dict[str, Any]:
+    return WORK._item_store(1, "document 1")
+
+
 _copy_for_run = copy.deepcopy(CHAIN)
 
 
 def _run_chain() -> Any:
-    return _copy_for_run._run(_build_item_shared())
+    return _copy_for_run._run(_item_store())
+
+
+def _one_item() -> ItemOutcome:
+    """One whole item on the core's path: copy, store, chain, result, outcome."""
+    return WORK(1, "document 1")
 
 
 _TEMPLATES = CHAIN.inner_node.template_params
-_NS_SHARED = parabatch.NamespacedSharedStore(_build_item_shared(), NODE_ID)
+_NS_SHARED = parabatch.NamespacedSharedStore(_item_store(), NODE_ID)
 
 
 def _resolve_all() -> Any:
@@ -80,8 +81,9 @@ OPERATIONS: dict[str, Callable[[], Any]] = {
     "pickle_roundtrip_chain": lambda: pickle.loads(pickle.dumps(CHAIN)),
     "deepcopy_inner_node": lambda: copy.deepcopy(INNER),
     "clone_inner_node": lambda: clone(INNER),
-    "item_shared_dict": _build_item_shared,
+    "item_store": _item_store,
     "chain_run": _run_chain,
+    "item_work_call": _one_item,
     "resolve_4_templates": _resolve_all,
     "item_outcome": _outcome,
     "wait_first_completed_10": _wait_first,
@@ -94,7 +96,10 @@ def test_chain_is_realistic() -> None:
     assert len(chain_params()) == 10
     assert len(CHAIN.inner_node.template_params) == 4
     assert 600 <= len(pickle.dumps(CHAIN)) <= 2000
-    assert _resolve_all() == {k: resolve_template(v, _NS_SHARED) for k, v in _TEMPLATES.items()}
+    assert _resolve_all()["doc_id"] == 1  # a whole-string template keeps the value's type
+    outcome = _one_item()
+    assert outcome.ok and outcome.result == {"out": "document 1", "item": "document 1"}
+    assert not _BASE[parabatch.CALLS_KEY], "no usage recorded: the log does not grow per call"
 
 
 @pytest.mark.parametrize("operation", list(OPERATIONS))

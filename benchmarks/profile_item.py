@@ -14,6 +14,7 @@ shares, and the ``bench_overhead`` attribution rows as the unprofiled truth.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import cProfile
 import json
 import os
@@ -21,7 +22,7 @@ import pstats
 import statistics
 import sys
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _workloads import NODE_ID, C, make_chain, make_items, make_shared
 
 import parabatch
+import parabatch._clone
+import parabatch._templates
+from parabatch._output import Run
+from parabatch._runner import Collected
+from parabatch._work import ItemWork
 
 IDLE = ("acquire' of '_thread.lock", "get' of '_queue.SimpleQueue", "{built-in method time.sleep}")
 
@@ -108,31 +114,54 @@ def top(stats: pstats.Stats, n_items: int, k: int) -> list[dict[str, Any]]:
     return rows[:k]
 
 
-def groups(stats: pstats.Stats, n_items: int) -> dict[str, float]:
-    """Inclusive µs per item of the parts that matter (cumulative times, so they nest)."""
-    wanted = {
-        "isolation: _clone.clone": ("_clone.py", "clone"),
-        "templates: TemplateAwareNodeWrapper._run dictcomp": ("_wrappers.py", "<dictcomp>"),
-        "templates: resolve_template": ("_templates.py", "resolve_template"),
-        "NamespacedSharedStore.__init__": ("_wrappers.py", "__init__"),
-        "item dict: PflowBatchNode._item_shared": ("_batch.py", "_item_shared"),
-        "usage: PflowBatchNode._record_usage": ("_batch.py", "_record_usage"),
-        "the item: PflowBatchNode._exec_single": ("_batch.py", "_exec_single"),
-        "executor: ThreadPoolExecutor.submit": ("thread.py", "submit"),
-        "executor: Future.set_result": ("_base.py", "set_result"),
-        "window: concurrent.futures.wait": ("_base.py", "wait"),
-        "collect: Collected.add": ("_runner.py", "add"),
+def _code_of(func: Any) -> Any:
+    return getattr(func, "__func__", func).__code__
+
+
+def _dictcomp_in(func: Any) -> Optional[Any]:
+    """The code of the dict comprehension inside ``func`` (none where it is inlined, 3.12+)."""
+    return next(
+        (c for c in _code_of(func).co_consts if getattr(c, "co_name", "") == "<dictcomp>"), None
+    )
+
+
+def _parts() -> dict[str, Any]:
+    """Label -> the code object whose inclusive time the row reports.
+
+    Named by the objects themselves, so a renamed or removed function fails here at once
+    instead of its row silently disappearing from the table.
+    """
+    wanted: dict[str, Any] = {
+        "isolation: _clone.clone": _code_of(parabatch._clone.clone),
+        "templates: TemplateAwareNodeWrapper._run dictcomp": _dictcomp_in(
+            parabatch.TemplateAwareNodeWrapper._run
+        ),
+        "templates: resolve_template": _code_of(parabatch._templates.resolve_template),
+        "NamespacedSharedStore.__init__": _code_of(parabatch.NamespacedSharedStore.__init__),
+        "item store: ItemWork._item_store": _code_of(ItemWork._item_store),
+        "usage: ItemWork.record_usage": _code_of(ItemWork.record_usage),
+        "the item: ItemWork._run_item": _code_of(ItemWork._run_item),
+        "the item + interrupt guard: ItemWork.__call__": _code_of(ItemWork.__call__),
+        "executor: ThreadPoolExecutor.submit": _code_of(ThreadPoolExecutor.submit),
+        "executor: Future.set_result": _code_of(Future.set_result),
+        "window: concurrent.futures.wait": _code_of(concurrent.futures.wait),
+        "collect: Collected.add": _code_of(Collected.add),
+        "the run: Run.execute": _code_of(Run.execute),
     }
+    return {label: code for label, code in wanted.items() if code is not None}
+
+
+def groups(stats: pstats.Stats, n_items: int) -> dict[str, float]:
+    """Inclusive µs per item of the parts that matter (cumulative times, so they nest).
+
+    A part the run never called (``submit`` in a sequential run) is left out.
+    """
+    by_key = stats.stats  # type: ignore[attr-defined]
     out: dict[str, float] = {}
-    for label, (file, name) in wanted.items():
-        total = 0.0
-        seen = False
-        for (filename, _line, fname), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-            if filename.endswith(file) and fname == name:
-                total += ct
-                seen = True
-        if seen:
-            out[label] = total / n_items * 1e6
+    for label, code in _parts().items():
+        key = (code.co_filename, code.co_firstlineno, code.co_name)
+        if key in by_key:
+            out[label] = by_key[key][3] / n_items * 1e6
     return out
 
 

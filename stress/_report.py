@@ -128,6 +128,7 @@ class StressReport:
     certificates: list[dict[str, Any]] = field(default_factory=list)
     controls: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    unmodified: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_core(self, label: str, report: Any, seconds: float) -> None:
         self.tables[label] = report.table
@@ -350,6 +351,8 @@ class StressReport:
                     f"`{shrunk['replay']}`",
                     "",
                 ]
+        if self.unmodified:
+            parts += [unmodified_md(self.unmodified), ""]
         if self.failures:
             parts += ["## Failures", "", *[f"- {f}" for f in self.failures], ""]
         return "\n".join(parts)
@@ -367,6 +370,8 @@ class StressReport:
                 self.certificates_text(),
             ]
         parts += ["negative controls:", self.controls_text()]
+        if self.unmodified:
+            parts += ["unmodified code:", unmodified_text(self.unmodified)]
         return "\n".join(line.rstrip() for part in parts for line in part.splitlines())
 
     def to_dict(self) -> dict[str, Any]:
@@ -381,6 +386,7 @@ class StressReport:
                 for name, c in self.controls.items()
             },
             "failures": self.failures,
+            "unmodified": self.unmodified,
         }
 
     def write(self, directory: Path, stem: str) -> list[Path]:
@@ -418,3 +424,55 @@ def _shape(d: Optional[dict[str, Any]], *, short: bool = False) -> str:
         f"{len(s['items'])} items, fail={list(s['fail'])}, cap {s['max_concurrent']}, "
         f"{s['error_handling']}; {d['preemptions']} preemption(s)"
     )
+
+
+UNMODIFIED_HEAD = [
+    "race",
+    "random median (max)",
+    "PCT median (max)",
+    "DFS first",
+    "fixed: certified (schedules, s)",
+    "false passes",
+    "false failures",
+]
+
+
+def unmodified_rows(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for name, r in rows.items():
+        cert = r["certificate"]
+        out.append(
+            [
+                name + (" (deadlock)" if r["kind"] == "deadlock" else ""),
+                f"{_num(r['random']['median'])} ({_num(r['random']['max'])})",
+                f"{_num(r['pct']['median'])} ({_num(r['pct']['max'])})",
+                _num(r["dfs"]["first"]),
+                f"{'yes' if cert['certified'] else 'NO'} "
+                f"({cert['schedules']:,}, {cert['seconds']:g})",
+                str(r["false_passes"]),
+                str(r["false_failures"]),
+            ]
+        )
+    return out
+
+
+def unmodified_md(rows: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "## Unmodified code",
+        "",
+        "Ordinary threaded Python (plain `threading`, `queue`, `concurrent.futures`, "
+        "`from x import y` imports, no markers), checked with the defaults "
+        "(`stress/test_unmodified.py`). Schedules to the first failure over 10 seeds "
+        "(random and PCT: up to 2,000 schedules a seed); DFS: its first failing schedule; "
+        "the fixed twin certified by `check_dfs` (bound 2) and passing 300 random and 300 "
+        "PCT schedules. False passes and false failures must be 0.",
+        "",
+        "| " + " | ".join(UNMODIFIED_HEAD) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in unmodified_rows(rows)]
+    return "\n".join(lines)
+
+
+def unmodified_text(rows: dict[str, dict[str, Any]]) -> str:
+    return text_table(UNMODIFIED_HEAD, unmodified_rows(rows), right=[1, 2, 3, 4, 5, 6])

@@ -72,13 +72,13 @@ def stress_report() -> StressReport:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _REPORT.core or _REPORT.controls:
+    if _REPORT.core or _REPORT.controls or _REPORT.unmodified:
         for path in _REPORT.write(REPORT_DIR, REPORT_STEM):
             progress(f"wrote {path}")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _REPORT.core or _REPORT.controls:
+    if _REPORT.core or _REPORT.controls or _REPORT.unmodified:
         terminalreporter.section("parabatch stress report")
         terminalreporter.write_line(_REPORT.text())
         terminalreporter.write_line(f"full report: {REPORT_DIR / (REPORT_STEM + '.md')}")

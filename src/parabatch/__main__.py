@@ -76,7 +76,9 @@ def _run() -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if code == EXIT_INTERRUPTED:
         # Items of the interrupted run may still be running in worker threads, which the
-        # interpreter would wait for at exit: end the process now.
+        # interpreter would wait for at exit: end the process now, and any command such an
+        # item started since main() stopped them with it.
+        SHELL_COMMANDS.stop()
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.flush()
         os._exit(stop.code)

@@ -88,7 +88,8 @@ def _starts_a_plain_thread() -> None:
     box = {"n": 0}
 
     def incr() -> None:
-        box["n"] += 1
+        value = box["n"]
+        box["n"] = value + 1
 
     t = threading.Thread(target=incr)
     t.start()
@@ -101,7 +102,8 @@ def _uses_its_own_pool() -> None:
     box = {"n": 0}
 
     def incr() -> None:
-        box["n"] += 1
+        value = box["n"]
+        box["n"] = value + 1
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for _ in range(2):

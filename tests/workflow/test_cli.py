@@ -544,3 +544,60 @@ def test_a_very_long_error_is_cut_saying_how_much(tmp_path: Path) -> None:
         err
         == f"parabatch: node 'long' failed: ValueError: {'x' * 2000}... (8000 more characters)\n"
     )
+
+
+def test_a_message_after_a_bar_cut_short_starts_on_a_new_line(tmp_path: Path) -> None:
+    """'ask [###---] 1/3 (1 failed)parabatch: node ...' ran on from the bar."""
+    doc = {
+        "nodes": [
+            {
+                "id": "ask",
+                "type": "llm",
+                "params": {"prompt": "${q.text}"},
+                "batch": {"items": [{}, {"text": "a"}, {"text": "b"}], "as": "q"},
+            }
+        ]
+    }
+    code, _, err = cli("run", write(tmp_path / "wf.json", doc), "--progress")
+    assert code == 1
+    assert "\rask [" in err and "] 1/3 (1 failed)\nparabatch: node 'ask' (item 0) failed: " in err
+
+
+class WriteDeep(Node):  # type: ignore[misc]
+    """Writes a list nested 100,000 deep: beyond any interpreter's recursion limit."""
+
+    def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+        deep: list[Any] = []
+        for _ in range(100_000):
+            deep = [deep]
+        shared["deep"] = deep
+        shared["fine"] = 1
+        return "default"
+
+
+def unwrap(value: Any) -> tuple[Any, int]:
+    depth = 0
+    while isinstance(value, list) and value:
+        [value], depth = value, depth + 1
+    return value, depth
+
+
+def test_results_nested_too_deep_to_write_whole_are_still_written(tmp_path: Path) -> None:
+    """A value nested too deep to convert (a server's answer, say) lost every result."""
+    doc = {"nodes": [{"id": "w", "type": "w"}]}
+    code, out, err = cli("run", write(tmp_path / "wf.json", doc), *node_type("w", WriteDeep))
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert result["w"]["fine"] == 1
+    assert unwrap(result["w"]["deep"]) == ("<nested more than 100 deep>", 99)
+
+
+def test_a_shared_file_nested_as_deep_as_json_reads_is_written_back(tmp_path: Path) -> None:
+    shared = write(tmp_path / "shared.json", '{"deep": ' + "[" * 900 + "]" * 900 + "}")
+    doc = {"nodes": [{"id": "a", "type": "llm", "params": {"prompt": "p: q"}}]}
+    code, out, err = cli("run", write(tmp_path / "wf.json", doc), "--shared", shared)
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert result["a"]["summary"] == "Summary: q"
+    # Whole where the interpreter converts 900 levels, else cut at 100: never lost.
+    assert unwrap(result["deep"]) in [([], 899), ("<nested more than 100 deep>", 100)]

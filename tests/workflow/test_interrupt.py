@@ -22,6 +22,7 @@ from typing import Any, Callable
 import pytest
 from pocketflow import Node
 
+from parabatch.workflow import run_workflow
 from parabatch.workflow._cli import main
 from parabatch.workflow._nodes import SHELL_COMMANDS, ShellCommands, ShellStoppedError
 
@@ -254,6 +255,8 @@ def test_ctrl_c_in_process_stops_the_shells_and_a_rerun_right_after_works(
     again.write_text(
         json.dumps({"nodes": [{"id": "s", "type": "shell", "params": {"cmd": ["echo", "hi"]}}]})
     )
+    # Straight from the library, as a notebook would after the CLI's main() was interrupted.
+    assert run_workflow(json.loads(again.read_text()))["s"]["stdout"] == "hi\n"
     out = io.StringIO()
     assert main(["run", str(again)], stdout=out, stderr=err) == 0, err.getvalue()
     assert json.loads(out.getvalue())["s"]["stdout"] == "hi\n"
@@ -272,29 +275,42 @@ def test_stopped_commands_refuse_to_start_until_reopened(pid_dir: Path) -> None:
     assert commands.start(["true"]).wait() == 0
 
 
-def test_stop_takes_the_lock_so_no_command_starts_unseen() -> None:
+def test_stop_waits_for_commands_being_started_so_none_starts_unseen() -> None:
     commands = ShellCommands()
     started, release = threading.Event(), threading.Event()
     real_popen = subprocess.Popen
+    children: list[Any] = []
 
     def slow_popen(*args: Any, **kwargs: Any) -> Any:
         started.set()
         release.wait(SAFETY)
-        return real_popen(*args, **kwargs)
+        children.append(real_popen(*args, **kwargs))
+        return children[-1]
 
-    procs: list[Any] = []
-    stopped: list[list[int]] = []
+    refused: list[BaseException] = []
+    seen_when_stopped: list[list[Any]] = []
+
+    def starter() -> None:
+        try:
+            commands.start(["sleep", FOREVER])
+        except ShellStoppedError as exc:
+            refused.append(exc)
+
+    def stopper() -> None:
+        commands.stop(timeout=SAFETY)
+        seen_when_stopped.append([child.poll() for child in children])
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(subprocess, "Popen", slow_popen)
-        worker = threading.Thread(target=lambda: procs.append(commands.start(["sleep", FOREVER])))
-        worker.start()
+        threads = [threading.Thread(target=starter), threading.Thread(target=stopper)]
+        threads[0].start()
         assert started.wait(SAFETY)
-        stopper = threading.Thread(target=lambda: stopped.append(commands.stop(timeout=SAFETY)))
-        stopper.start()
-        # stop() marks the commands stopped before it looks at the running ones: from here
-        # on it sees the command being started, or it is blind to it (the fault guarded).
+        threads[1].start()
+        # stop() marks the commands stopped before it looks at them: from here on it must
+        # wait for the command being started, not return blind to it (the fault guarded).
         wait_for(lambda: commands._stopped, "stop() to begin")
         release.set()
-        worker.join(SAFETY)
-        stopper.join(SAFETY)
-    assert stopped == [[procs[0].pid]] and procs[0].wait(SAFETY) == -signal.SIGKILL
+        for thread in threads:
+            thread.join(SAFETY)
+    assert len(refused) == 1
+    assert seen_when_stopped == [[-signal.SIGKILL]]  # started, and killed, before stop returned

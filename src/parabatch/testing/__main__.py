@@ -2,6 +2,7 @@
 
 Usage::
 
+    python -m parabatch.testing --version
     python -m parabatch.testing verify package.module:Factory [--strategy random|pct|dfs|stress]
         [--budget N] [--seed S] [--json out.json] [--no-trace] [--progress N]
     python -m parabatch.testing replay package.module:Factory --scenario JSON --schedule STR
@@ -37,28 +38,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, TextIO, Union
 
+import parabatch
+
+from ._replay import PROG, scenario_line, shell_line
 from ._strategies import parse_schedule
-from ._verify import (
-    Scenario,
-    VerifyReport,
-    _replay_line,
-    load_factory,
-    replay_scenario,
-    verify_batch_node,
-)
+from ._verify import Scenario, VerifyReport, load_factory, replay_scenario, verify_batch_node
 
 __all__ = ["EXIT_FORBIDDEN", "EXIT_OK", "EXIT_USAGE", "main"]
 
 #: Exit codes: nothing FORBIDDEN; a FORBIDDEN outcome (or a replay that still fails); usage.
 EXIT_OK, EXIT_FORBIDDEN, EXIT_USAGE = 0, 1, 2
-
-PROG = "python -m parabatch.testing"
 
 
 class _Usage(Exception):
@@ -81,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Verify a batch node under controlled schedules, or replay a counterexample.",
         epilog="Exit codes: 0 no FORBIDDEN outcome, 1 a FORBIDDEN outcome, 2 usage error.",
     )
+    parser.add_argument("--version", action="version", version=f"parabatch {parabatch.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     verify = sub.add_parser(
         "verify", help="run drawn scenarios under controlled schedules; print the outcome table"
@@ -141,19 +136,6 @@ def _load(ref: str) -> Callable[..., Any]:
         ) from None
 
 
-def _python_replay(ref: str, scenario: Scenario, schedule: str, traced: tuple[str, ...]) -> str:
-    line = _replay_line(ref, scenario, schedule, traced)
-    # _replay_line leaves ``trace`` out when nothing was traced, and replay_scenario's
-    # default (True) would then trace the factory's module: the schedule would not fit.
-    return line if traced or ", trace=" in line else f"{line[:-1]}, trace=False)"
-
-
-def _shell_replay(ref: str, scenario: Scenario, schedule: str, no_trace: bool) -> str:
-    words = [ref, "--scenario", scenario.to_json(), "--schedule", schedule]
-    flags = " --no-trace" if no_trace else ""
-    return f"{PROG} replay {' '.join(shlex.quote(w) for w in words)}{flags}"
-
-
 def _counting(
     factory: Callable[..., Any], every: int, total: Optional[int], err: TextIO
 ) -> Callable[..., Any]:
@@ -208,14 +190,14 @@ def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         traced = tuple(trace) if isinstance(trace, list) and args.strategy != "stress" else ()
         report.counterexamples = [
             dataclasses.replace(
-                ce, replay=_python_replay(args.factory, ce.scenario, ce.schedule, traced)
+                ce, replay=scenario_line(args.factory, ce.scenario.to_json(), ce.schedule, traced)
             )
             for ce in report.counterexamples
         ]
         out.write(report.format() + "\n")
         if report.counterexamples:
             ce = report.counterexamples[0]
-            shell = _shell_replay(args.factory, ce.scenario, ce.schedule, not traced)
+            shell = shell_line(args.factory, ce.scenario.to_json(), ce.schedule, bool(traced))
             out.write(f"  or from the shell:\n    {shell}\n")
         if sink is not None:
             json.dump(report.to_dict(), sink, indent=2)
@@ -248,7 +230,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     # factory and scenario instead, as verify does.
     module = getattr(factory, "__module__", None)
     traced = (module,) if module and not args.no_trace else ()
-    line = _python_replay(args.factory, scenario, args.schedule, traced)
+    line = scenario_line(args.factory, scenario.to_json(), args.schedule, traced)
     out.write(str(dataclasses.replace(result.failure, replay=line)) + "\n")
     if result.failure.kind == "nondeterminism":
         out.write(

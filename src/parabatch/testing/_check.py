@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
-from . import _scheduler, _world
+from . import _scheduler, _tracing, _world
 from ._errors import (
     BlockedFailure,
     DeadlockFailure,
@@ -24,6 +24,7 @@ from ._errors import (
     StepLimitFailure,
     UncontrolledThreadFailure,
 )
+from ._replay import check_line
 from ._scheduler import CarrierPool, Runtime, Strategy, StressHooks
 from ._strategies import (
     DFSStrategy,
@@ -35,7 +36,6 @@ from ._strategies import (
     parse_schedule,
 )
 from ._trace import CheckResult, Failure, render_trace
-from ._tracing import make_tracer
 from ._world import refuse
 
 __all__ = ["check_dfs", "check_pct", "check_random", "check_stress", "replay"]
@@ -72,12 +72,17 @@ def _session(controlled: bool) -> Iterator[None]:
             "nest (a checked function cannot start a check) and do not run concurrently"
         )
     world = _world.World()
+    monitoring = controlled and _tracing.MONITORING
     try:
         if controlled:
             # Installed for the whole check, removed even if it fails: see docs/scheduler.md.
             world.install()
+        if monitoring:
+            _tracing.monitoring_start(_is_managed)
         yield
     finally:
+        if monitoring:
+            _tracing.monitoring_stop()
         world.uninstall()
         _scheduler.set_current(None)
         _session_lock.release()
@@ -173,24 +178,31 @@ def _replay_line(fn: Callable[..., Any], schedule: str, opts: _Options) -> str:
     return line
 
 
+def _is_managed() -> bool:
+    rt = _scheduler._current
+    return isinstance(rt, Runtime) and rt.current.ident == threading.get_ident()
+
+
 def _execute(
     fn: Callable[[], Any], strategy: Strategy, opts: _Options, pool: CarrierPool
 ) -> Runtime:
     rt = Runtime(strategy, pool=pool, stall_timeout=opts.stall_timeout, max_steps=opts.max_steps)
-    if opts.trace_paths is None or opts.trace_paths:
-        point = rt.point
+    point = rt.point
 
-        def traced_point(label: Any) -> None:
-            rt.accesses += 1
-            point(label)
+    def traced_point(label: Any) -> None:
+        rt.accesses += 1
+        point(label)
 
-        paths = None
-        if opts.trace_paths is not None:
-            paths = (
-                frozenset(p for p in opts.trace_paths if not p.endswith(os.sep)),
-                tuple(p for p in opts.trace_paths if p.endswith(os.sep)),
-            )
-        rt.tracer = make_tracer(traced_point, paths)
+    paths: Optional[tuple[frozenset[str], tuple[str, ...]]] = None
+    if opts.trace_paths is not None:
+        paths = (
+            frozenset(p for p in opts.trace_paths if not p.endswith(os.sep)),
+            tuple(p for p in opts.trace_paths if p.endswith(os.sep)),
+        )
+    if _tracing.MONITORING:
+        _tracing.monitoring_scope(traced_point, paths)
+    elif opts.trace_paths is None or opts.trace_paths:
+        rt.tracer = _tracing.make_tracer(traced_point, paths)
     _scheduler.set_current(rt)
     try:
         rt.run(fn)
@@ -225,7 +237,7 @@ def _failure(
         seed=seed,
         schedule=schedule,
         trace=render_trace(rt),
-        replay=_replay_line(fn, schedule, opts),
+        replay=check_line(fn, schedule, opts.trace_names),
         details=details,
         thread=f.thread,
         exception=f.exception,

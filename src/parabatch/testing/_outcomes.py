@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-__all__ = ["ACCEPTABLE", "FORBIDDEN", "INTERESTING", "Outcome", "OutcomeTable", "PROPERTIES"]
+__all__ = ["ACCEPTABLE", "FORBIDDEN", "INTERESTING", "Outcome", "OutcomeTable"]
 
 ACCEPTABLE = "ACCEPTABLE"
 INTERESTING = "INTERESTING"
@@ -22,102 +22,6 @@ class Outcome:
     meaning: str
 
 
-def _outcomes(prop: str, rows: Iterable[tuple[str, str, str]]) -> list[Outcome]:
-    return [Outcome(prop, key, expect, meaning) for key, expect, meaning in rows]
-
-
-#: Every property the stress suites check, with every outcome it can report, in order.
-#: A FORBIDDEN outcome that was never observed still has its row, with a count of 0, as in
-#: jcstress: the table shows what was looked for, not only what was seen.
-PROPERTIES: dict[str, list[Outcome]] = {
-    "ordering": _outcomes(
-        "ordering",
-        [
-            ("in order", ACCEPTABLE, "results[i] belongs to items[i]"),
-            ("misplaced", FORBIDDEN, "a result sits at another item's index"),
-        ],
-    ),
-    "params": _outcomes(
-        "params",
-        [
-            ("own", ACCEPTABLE, "every exec saw its own item's params, before and after its call"),
-            ("foreign", FORBIDDEN, "an exec saw another item's params"),
-        ],
-    ),
-    "retry": _outcomes(
-        "retry",
-        [
-            ("exact", ACCEPTABLE, "each item that ran had min(failures + 1, max_retries) attempts"),
-            ("swallowed", FORBIDDEN, "an item failed every attempt yet counted as a success"),
-            ("too few", FORBIDDEN, "an item gave up or fell back before its last attempt"),
-            ("too many", FORBIDDEN, "an item was attempted more than it should be"),
-        ],
-    ),
-    "exactly_once": _outcomes(
-        "exactly_once",
-        [
-            ("all once", ACCEPTABLE, "every item appears once, in results or in errors"),
-            (
-                "aborted",
-                INTERESTING,
-                "fail_fast stopped: items that ran appear once, the rest never started",
-            ),
-            (
-                "lost or duplicated",
-                FORBIDDEN,
-                "an item is missing, twice, or both result and error",
-            ),
-        ],
-    ),
-    "calls": _outcomes(
-        "calls",
-        [
-            ("lock: exact", ACCEPTABLE, "CallLog: one usage and one node record per success"),
-            ("gil: exact", ACCEPTABLE, "plain list: one usage and one node record per success"),
-            ("lock: wrong", FORBIDDEN, "CallLog: a record lost, duplicated or mistagged"),
-            ("gil: wrong", FORBIDDEN, "plain list: a record lost, duplicated or mistagged"),
-        ],
-    ),
-    "bound": _outcomes(
-        "bound",
-        [
-            ("below cap", ACCEPTABLE, "fewer than max_concurrent items were ever in flight"),
-            ("at cap", ACCEPTABLE, "max_concurrent items were in flight at once"),
-            ("over cap", FORBIDDEN, "more than max_concurrent items were in flight"),
-        ],
-    ),
-    "fail_fast": _outcomes(
-        "fail_fast",
-        [
-            ("not exercised", ACCEPTABLE, "continue mode, or no item failed"),
-            (
-                "stopped",
-                ACCEPTABLE,
-                "lowest-index failure raised, nothing submitted after the "
-                "first failure was seen, partial output written",
-            ),
-            ("wrong error", FORBIDDEN, "raised another item's error than the lowest-index failure"),
-            ("no error", FORBIDDEN, "an item failed but the batch raised nothing"),
-            ("kept submitting", FORBIDDEN, "work was submitted after a failure was seen"),
-            ("output lost", FORBIDDEN, "the partial output was not written before raising"),
-        ],
-    ),
-    "harness": _outcomes(
-        "harness",
-        [
-            ("completed", ACCEPTABLE, "the run finished and was classified"),
-            ("unexpected exception", FORBIDDEN, "the subject raised something no item raised"),
-            (
-                "aborted by the scheduler",
-                FORBIDDEN,
-                "deadlock, blocking outside the scheduler, a "
-                "thread started behind its back, livelock",
-            ),
-        ],
-    ),
-}
-
-
 class OutcomeTable:
     """Counts of observed outcomes per property, with their jcstress classification.
 
@@ -129,7 +33,13 @@ class OutcomeTable:
     """
 
     def __init__(self, properties: dict[str, list[Outcome]] | None = None) -> None:
-        self.properties = properties if properties is not None else PROPERTIES
+        if properties is None:
+            # Each property declares its rows beside its check; the table shows them all,
+            # observed or not, as jcstress does.
+            from ._properties import PROPERTIES
+
+            properties = {name: list(p.outcomes) for name, p in PROPERTIES.items()}
+        self.properties = properties
         self.counts: dict[tuple[str, str], int] = {
             (o.prop, o.key): 0 for rows in self.properties.values() for o in rows
         }

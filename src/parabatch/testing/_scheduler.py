@@ -259,7 +259,10 @@ class ManagedThread:
         except _Abort:
             pass
         except BaseException as exc:
-            rt.thread_raised(self, exc)
+            # While a run is abandoned, unwinding code (a finally re-taking a lock) may
+            # raise in turn: an artefact of the unwinding, not an outcome of the run.
+            if not rt.aborted:
+                rt.thread_raised(self, exc)
         finally:
             if rt.tracer is not None:
                 sys.settrace(None)
@@ -490,15 +493,23 @@ class Runtime:
                 return
             if quiet < 0.1:
                 continue
-            sample = _kernel_state(self.current.carrier.native_id)
-            if sample is None or sample[0] not in "SD":
-                first_sample = None
+            holder = self.current
+            sample = _kernel_state(holder.carrier.native_id)
+            if sample is None or sample[0] not in "SD" or self._in_harness(holder):
+                first_sample = None  # running, or in the harness's own short real waits
                 continue
             if first_sample is None:
                 first_sample = sample
-            elif sample[1] == first_sample[1] and quiet >= 0.25:
+            elif sample[1] != first_sample[1]:
+                first_sample = sample  # it used CPU meanwhile: not blocked
+            elif quiet >= 0.5:
                 self._stalled("is blocked in the kernel (asleep, using no CPU)")
                 return
+
+    @staticmethod
+    def _in_harness(t: ManagedThread) -> bool:
+        frame = sys._current_frames().get(t.ident)
+        return frame is None or frame.f_code.co_filename.startswith(_THIS_DIR)
 
     def _stalled(self, how: str) -> None:
         stuck = self.current
@@ -621,9 +632,17 @@ class Runtime:
                 )
             )
             raise _Abort
+        if len(self.threads) == 1:
+            return  # the checked function alone: nothing to decide
         nxt = self._decide(me, True, yielding)
         if nxt is not me and nxt is not None:
-            self._switch(me, nxt)
+            # _switch, inlined: this is the hot path of every run.
+            self.switches += 1
+            self.current = nxt
+            nxt.baton.release()
+            me.baton.acquire()
+            if self.aborted:
+                raise _Abort
 
     def io(self, label: str, latency: float) -> None:
         """A simulated call: a scheduling point that advances the thread's virtual clock."""

@@ -136,13 +136,13 @@ class RandomStrategy:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self._rng = random.Random(seed)
-        self._randrange = self._rng.randrange
+        self._random = self._rng.random  # a C call: no Python frame on the hot path
 
     def new_execution(self) -> bool:
         return True
 
     def choose(self, options: Sequence[int], current: int, step: int) -> int:
-        return self._randrange(len(options))
+        return int(self._random() * len(options))
 
     def end_execution(self, run: Runtime) -> None:
         pass

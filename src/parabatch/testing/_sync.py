@@ -40,15 +40,18 @@ _ENTRY_POINTS = ("Thread.run", "run", "_bootstrap", "_bootstrap_inner", "_worker
 def _blocking_site() -> str:
     """``Event.wait at test_x.py:12``: the library call a thread blocks in, and its caller."""
     f = sys._getframe(2)
-    chain: list[CodeType] = []
+    names: list[str] = []
     while f is not None:
         code = f.f_code
         if is_user_file(code.co_filename) or "parabatch" in code.co_filename:
             break
         if code not in _FORWARDERS:
-            chain.append(code)
+            name = getattr(code, "co_qualname", None)
+            if name is None:  # before 3.11: the class from `self`
+                owner = f.f_locals.get("self") if code.co_varnames[:1] == ("self",) else None
+                name = code.co_name if owner is None else f"{type(owner).__name__}.{code.co_name}"
+            names.append(name)
         f = f.f_back  # type: ignore[assignment]
-    names = [getattr(c, "co_qualname", c.co_name) for c in chain]
     while names and names[-1] in _ENTRY_POINTS:
         names.pop()
     where = ""

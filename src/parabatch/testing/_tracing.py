@@ -24,9 +24,16 @@ import sys
 import sysconfig
 import types
 from types import CodeType, FrameType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
-__all__ = ["is_user_file", "make_tracer"]
+__all__ = [
+    "MONITORING",
+    "is_user_file",
+    "make_tracer",
+    "monitoring_scope",
+    "monitoring_start",
+    "monitoring_stop",
+]
 
 # Instructions that touch an object's state: always a point.
 _STATE_OPS = frozenset(
@@ -104,19 +111,25 @@ class _CodePoints:
 
     def __init__(self, code: CodeType, f_globals: dict[str, Any]) -> None:
         points: dict[int, Optional[tuple[int, str]]] = {}
-        prev: Optional[dis.Instruction] = None
+        # The module the previous instruction pushed, if it pushed one (`concurrent` in
+        # `concurrent.futures.wait`): looking a name up in a module is not shared state.
+        module: Optional[types.ModuleType] = None
         for ins in dis.get_instructions(code):
             op = ins.opname
+            pushed: Optional[types.ModuleType] = None
             if op in _STATE_OPS:
-                # `module.attr` (a function or class looked up in a module) is not state.
-                if not (
-                    op in ("LOAD_ATTR", "LOAD_METHOD")
-                    and prev is not None
-                    and prev.opname in ("LOAD_GLOBAL", "LOAD_NAME")
-                    and isinstance(f_globals.get(str(prev.argval)), types.ModuleType)
-                ):
-                    points[ins.offset] = None
-            elif op in _VAR_LOADS:
+                value = None
+                if op in ("LOAD_ATTR", "LOAD_METHOD") and module is not None:
+                    value = getattr(module, str(ins.argval), None)
+                if isinstance(value, types.ModuleType):
+                    pushed = value
+                elif not isinstance(value, _NOT_STATE):
+                    points[ins.offset] = None  # a module's function or class is not state
+            elif op in ("LOAD_GLOBAL", "LOAD_NAME"):
+                value = f_globals.get(str(ins.argval))
+                if isinstance(value, types.ModuleType):
+                    pushed = value
+            if op in _VAR_LOADS:
                 name = str(ins.argval)
                 kind = _VAR_LOADS[op]
                 if kind == 1:
@@ -127,7 +140,8 @@ class _CodePoints:
                         points[ins.offset] = (kind, name)
                 else:
                     points[ins.offset] = (kind, name)
-            prev = ins
+            if op not in ("EXTENDED_ARG", "CACHE", "NOP"):
+                module = pushed
         self.points = points
 
 
@@ -205,3 +219,104 @@ def make_tracer(
         return local
 
     return global_
+
+
+# ------------------------------------------------------------- sys.monitoring (3.12+)
+#
+# On CPython 3.12+ the same points come from sys.monitoring, which is far cheaper: an
+# event is switched off, per code location, the first time it fires where it is not
+# wanted (library code's PY_START, an instruction that is not a point), so after warm-up
+# only the points themselves call back, and code in managed threads runs at full speed.
+
+_monitoring: Any = getattr(sys, "monitoring", None) if _OPCODES_TRACEABLE else None
+MONITORING = _monitoring is not None
+
+
+class _Monitor:
+    tool: Optional[int] = None
+    paths: Optional[tuple[frozenset[str], tuple[str, ...]]] = None
+    is_managed: Callable[[], bool] = staticmethod(lambda: False)
+    enabled: ClassVar[set[CodeType]] = set()
+
+
+def _wanted(code: CodeType, paths: Optional[tuple[frozenset[str], tuple[str, ...]]]) -> bool:
+    if paths is None:
+        return is_user_file(code.co_filename)
+    fn = os.path.normcase(os.path.abspath(code.co_filename))
+    return fn in paths[0] or fn.startswith(paths[1])
+
+
+def _on_start(code: CodeType, offset: int) -> Any:
+    mon = _monitoring
+    if not _wanted(code, _Monitor.paths):
+        return mon.DISABLE
+    pts = _points.get(code)
+    if pts is None:
+        pts = _points[code] = _CodePoints(code, sys._getframe(1).f_globals).points
+    if pts and code not in _Monitor.enabled:
+        mon.set_local_events(_Monitor.tool, code, mon.events.INSTRUCTION)
+        _Monitor.enabled.add(code)
+    return mon.DISABLE
+
+
+def _on_instruction(code: CodeType, offset: int) -> Any:
+    pts = _points.get(code)
+    if pts is None or offset not in pts:
+        return _monitoring.DISABLE
+    if not _Monitor.is_managed():
+        return None
+    frame = sys._getframe(1)
+    spec = pts[offset]
+    if spec is not None:
+        kind, name = spec
+        value = frame.f_globals.get(name) if kind == 1 else frame.f_locals.get(name)
+        if not isinstance(value, _PLAIN):
+            return None
+    _Sink.point((code, frame.f_lineno))
+    return None
+
+
+def monitoring_start(is_managed: Callable[[], bool]) -> None:
+    """Claim a sys.monitoring tool id and watch code starts (a check session begins)."""
+    mon = _monitoring
+    if _Monitor.tool is None:
+        for tool in (4, 3, 2, 1, 0, 5):
+            if mon.get_tool(tool) is None:
+                mon.use_tool_id(tool, "parabatch.testing")
+                _Monitor.tool = tool
+                break
+        else:
+            raise RuntimeError("sys.monitoring: no free tool id for parabatch.testing")
+        mon.register_callback(tool, mon.events.PY_START, _on_start)
+        mon.register_callback(tool, mon.events.PY_RESUME, _on_start)
+        mon.register_callback(tool, mon.events.INSTRUCTION, _on_instruction)
+    _Monitor.is_managed = staticmethod(is_managed)
+    mon.restart_events()  # what an earlier check switched off may be wanted now
+    mon.set_events(_Monitor.tool, mon.events.PY_START | mon.events.PY_RESUME)
+
+
+def monitoring_scope(
+    point: Callable[[tuple[CodeType, int]], None],
+    paths: Optional[tuple[frozenset[str], tuple[str, ...]]],
+) -> None:
+    """Route the points of the next run to ``point``, tracing ``paths`` (None: user code)."""
+    _Sink.point = staticmethod(point)
+    if paths != _Monitor.paths:
+        _Monitor.paths = paths
+        _monitoring_clear()
+        _monitoring.restart_events()
+
+
+def _monitoring_clear() -> None:
+    for code in _Monitor.enabled:
+        _monitoring.set_local_events(_Monitor.tool, code, 0)
+    _Monitor.enabled = set()
+
+
+def monitoring_stop() -> None:
+    """Switch every event off again (the check session ends): no cost outside checks."""
+    if _Monitor.tool is None:
+        return
+    _monitoring.set_events(_Monitor.tool, 0)
+    _monitoring_clear()
+    _Monitor.is_managed = staticmethod(lambda: False)

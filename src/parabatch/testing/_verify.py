@@ -2,41 +2,42 @@
 
 A *subject* is any callable with :class:`parabatch.PflowBatchNode`'s constructor
 (``factory(inner_node, node_id, batch_config, *, executor=..., call_log=...)``). Each run
-builds the real wrapper chain around an instrumented node (:class:`Probe`), hands the
-subject the controlled executor, runs one batch under a schedule, and classifies what
-happened for every property in :data:`PROPERTIES`. A FORBIDDEN outcome fails the run, so
-the scheduler records its schedule and trace and the report can replay it.
+builds the real wrapper chain around an instrumented node (:mod:`._probe`), hands the
+subject the controlled executor, runs one batch (:mod:`._scenario`) under a schedule, and
+classifies what happened for every property (:mod:`._properties`). A FORBIDDEN outcome
+fails the run, so the scheduler records its schedule and trace, and the report prints the
+line that replays it (:mod:`._replay`). This module is the driver.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
-import json
+import itertools
 import random
 import statistics
-import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
-
-from pocketflow import Node
-
-from parabatch import CALLS_KEY, NamespacedNodeWrapper, Shared, TemplateAwareNodeWrapper
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from ._check import _FAILURE_CLASSES, check_dfs, check_pct, check_random, check_stress, replay
-from ._executor import ControlledExecutor
 from ._outcomes import OutcomeTable
-from ._scheduler import simulated_call
+from ._probe import Factory, PlannedFailure, Probe, RunRecord, run_scenario, young_heap
+from ._properties import PROPERTIES, classify
+from ._replay import importable_ref, scenario_line
+from ._scenario import Scenario, default_dfs_scenarios, draw_scenario, scenarios
 from ._trace import CheckResult
 
 __all__ = [
+    "PROPERTIES",
     "Counterexample",
     "PlannedFailure",
     "Probe",
+    "RunRecord",
     "Scenario",
     "VerifyReport",
+    "default_dfs_scenarios",
     "draw_scenario",
+    "load_factory",
     "replay_scenario",
     "run_scenario",
     "scenarios",
@@ -44,430 +45,19 @@ __all__ = [
     "verify_batch_node",
 ]
 
-NODE_ID = "probe"
-ITEM_NAMES = "abcdefghijklmnopqrstuvwxyz"
-
-
-class PlannedFailure(Exception):
-    """Raised by the probe on an attempt its scenario plans to fail."""
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One batch to run: its items, which attempts fail, and the config.
-
-    ``fail[i]`` is how many attempts of item ``i`` fail before one succeeds (an item with
-    ``fail[i] >= max_retries`` fails for good).
-
-    Example:
-        >>> s = Scenario(items=("a", "b"), fail=(0, 1), max_retries=2)
-        >>> Scenario.from_json(s.to_json()) == s, s.config()["max_retries"]
-        (True, 2)
-    """
-
-    items: tuple[str, ...]
-    fail: tuple[int, ...]
-    parallel: bool = True
-    max_concurrent: int = 2
-    max_retries: int = 1
-    error_handling: str = "continue"
-    call_log: str = "lock"
-
-    def __post_init__(self) -> None:
-        if len(self.items) != len(self.fail):
-            raise ValueError(f"items={self.items!r} and fail={self.fail!r} differ in length")
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "items": "${work}",
-            "parallel": self.parallel,
-            "max_concurrent": self.max_concurrent,
-            "max_retries": self.max_retries,
-            "error_handling": self.error_handling,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: Union[str, dict[str, Any]]) -> Scenario:
-        data = json.loads(text) if isinstance(text, str) else dict(text)
-        data["items"] = tuple(data["items"])
-        data["fail"] = tuple(data["fail"])
-        return cls(**data)
-
-
-def draw_scenario(rng: random.Random, *, max_items: int = 4, max_retries: int = 3) -> Scenario:
-    """A random scenario from one of five families (swarm testing), ``fail_fast`` twice as
-    likely as each other (its races need two failures to overlap).
-
-    - ``mixed``: any config; about one item in three fails for good, one in six once;
-    - ``retries``: transient failures only (every item succeeds within ``max_retries``);
-    - ``fail_fast``: at least two items that fail for good among the first workers' items;
-    - ``fail_fast_long``: more items than two per worker, one failing early;
-    - ``wide``: the most items, no failures, continue mode.
-
-    Nine in ten are parallel; workers are 2-3 (1 in the ``mixed`` family now and then);
-    both call-log modes are equally likely.
-
-    Example:
-        >>> s = draw_scenario(random.Random(1))
-        >>> 2 <= len(s.items) <= 6 and len(s.fail) == len(s.items)
-        True
-    """
-    family = rng.choice(["mixed", "retries", "fail_fast", "fail_fast", "fail_fast_long", "wide"])
-    n = max_items if family == "wide" else rng.randint(2, max_items)
-    retries_cap = max_retries
-    max_retries = min(retries_cap, rng.choice([1, 2, 2, 3]))
-    cap = rng.randint(2, max(2, min(3, n)))
-    handling = rng.choice(["continue", "fail_fast"])
-    if family == "mixed":
-        fail = [rng.choice([0, 0, 0, 0, 1, max_retries, max_retries]) for _ in range(n)]
-        if rng.random() < 0.15:
-            cap = 1
-    elif family == "retries":
-        max_retries = min(retries_cap, rng.choice([2, 3]))
-        fail = [rng.randint(0, max_retries - 1) for _ in range(n)]
-    elif family == "fail_fast":
-        handling = "fail_fast"
-        fail = [rng.choice([0, max_retries]) for _ in range(n)]
-        for i in rng.sample(range(min(cap, n)), 2):
-            fail[i] = max_retries
-    elif family == "fail_fast_long":
-        # More items than the window of submitted futures (two per worker), so that
-        # work is still to be submitted when the first failure is seen.
-        handling = "fail_fast"
-        cap = rng.randint(1, 2)
-        n = 2 * cap + rng.randint(1, 2)
-        fail = [0] * n
-        fail[rng.randrange(2 * cap)] = max_retries
-    else:
-        handling = "continue"
-        fail = [0] * n
-    return Scenario(
-        items=tuple(ITEM_NAMES[:n]),
-        fail=tuple(fail),
-        parallel=rng.random() < 0.9,
-        max_concurrent=cap,
-        max_retries=max_retries,
-        error_handling=handling,
-        call_log=rng.choice(["lock", "gil"]),
-    )
-
-
-class Journal:
-    """What the probes and the coordinator did in one run, in order."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()  # held briefly, never across a scheduling point
-        self.attempts: dict[str, int] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.foreign: list[str] = []
-        self.events: list[tuple[str, Any]] = []
-
-    def begin(self, item: str, index: int, params: dict[str, Any]) -> int:
-        with self.lock:
-            attempt = self.attempts.get(item, 0) + 1
-            self.attempts[item] = attempt
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self.events.append(("begin", item))
-            self._check_params(item, index, params, "before its call")
-            return attempt
-
-    def end(self, item: str, index: int, params: dict[str, Any]) -> None:
-        with self.lock:
-            self.in_flight -= 1
-            self._check_params(item, index, params, "after its call")
-
-    def _check_params(self, item: str, index: int, params: dict[str, Any], when: str) -> None:
-        if params.get("topic") != item or params.get("position") != index:
-            self.foreign.append(f"item {item!r} (index {index}) saw {params!r} {when}")
-
-    def submitted(self) -> None:
-        with self.lock:
-            self.events.append(("submit", None))
-
-    def observed(self, index: int, done: int, total: int, ok: bool) -> None:
-        with self.lock:
-            self.events.append(("observed", (index, ok)))
-
-
-class Probe(Node):  # type: ignore[misc]
-    """The instrumented node: records params and attempts, fails on plan, reports usage.
-
-    Its ``exec`` reads its params, makes a :func:`simulated_call` (the scheduling point
-    where a real LLM call would release the GIL), reads its params again, and fails if the
-    scenario plans this attempt to fail. Its ``post`` reports ``llm_usage`` and appends a
-    record of its own to ``shared["__llm_calls__"]``.
-
-    Example:
-        >>> journal = Journal()
-        >>> probe = Probe(journal, fail={"a": 1})
-        >>> probe.params = {"topic": "a", "position": 0}
-        >>> try:
-        ...     probe.exec(("a", 0))
-        ... except PlannedFailure as e:
-        ...     print(e)
-        item 'a' attempt 1 fails as planned
-        >>> probe.exec(("a", 0)), journal.attempts
-        ({'item': 'a', 'attempt': 2}, {'a': 2})
-    """
-
-    def __init__(self, journal: Journal, fail: dict[str, int]) -> None:
-        super().__init__()
-        self.journal = Shared(journal)  # one journal for every copy of the node
-        self.fail = dict(fail)
-
-    def prep(self, shared: Any) -> tuple[str, int]:
-        return shared["item"], shared["__index__"]
-
-    def exec(self, prep_res: tuple[str, int]) -> dict[str, Any]:
-        item, index = prep_res
-        journal: Journal = self.journal.value
-        attempt = journal.begin(item, index, self.params)
-        try:
-            simulated_call(f"call {item}")
-        finally:
-            journal.end(item, index, self.params)
-        if attempt <= self.fail.get(item, 0):
-            raise PlannedFailure(f"item {item!r} attempt {attempt} fails as planned")
-        return {"item": item, "attempt": attempt}
-
-    def post(self, shared: Any, prep_res: Any, exec_res: dict[str, Any]) -> str:
-        shared["out"] = exec_res
-        shared["llm_usage"] = {"model": "probe", "item": exec_res["item"]}
-        shared[CALLS_KEY].append({"source": "node", "item": exec_res["item"]})
-        return "default"
-
-
-class _JournalExecutor(ControlledExecutor):
-    def __init__(self, max_workers: int, journal: Journal) -> None:
-        super().__init__(max_workers)
-        self._journal = journal
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        self._journal.submitted()
-        return super().submit(fn, *args, **kwargs)
-
-
-Factory = Callable[..., Any]
-
-
-def _accepts_progress(factory: Factory) -> bool:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return "progress" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-@dataclass
-class RunRecord:
-    """What one run of a scenario came to, before classification."""
-
-    scenario: Scenario
-    journal: Journal
-    shared: dict[str, Any]
-    raised: Optional[BaseException]
-    progress_seen: bool
-
-
-def run_scenario(factory: Factory, scenario: Scenario) -> RunRecord:
-    """Build the chain, run the subject on ``scenario`` once, and return what happened.
-
-    Runs under whatever scheduler is active (or on real threads when none is).
-    """
-    journal = Journal()
-    fail = dict(zip(scenario.items, scenario.fail))
-    node = Probe(journal, fail)
-    chain = NamespacedNodeWrapper(
-        TemplateAwareNodeWrapper(node, NODE_ID, {"topic": "${item}", "position": "${__index__}"}),
-        NODE_ID,
-    )
-    kwargs: dict[str, Any] = {
-        "executor": lambda n: _JournalExecutor(n, journal),
-        "call_log": scenario.call_log,
-    }
-    progress_seen = _accepts_progress(factory)
-    if progress_seen:
-        kwargs["progress"] = journal.observed
-    subject = factory(chain, NODE_ID, scenario.config(), **kwargs)
-    shared: dict[str, Any] = {"work": list(scenario.items)}
-    raised: Optional[BaseException] = None
-    try:
-        subject.run(shared)
-    except Exception as exc:
-        raised = exc
-    return RunRecord(scenario, journal, shared, raised, progress_seen)
-
-
-def classify(run: RunRecord) -> tuple[dict[str, str], list[str]]:
-    """Each property's outcome for one run, and a sentence for each FORBIDDEN one."""
-    s, journal, shared = run.scenario, run.journal, run.shared
-    out: dict[str, str] = {}
-    why: list[str] = []
-    n = len(s.items)
-    planned = dict(zip(s.items, s.fail))
-    fails_for_good = {i for i, item in enumerate(s.items) if planned[item] >= s.max_retries}
-    output = shared.get(NODE_ID)
-    raised = run.raised
-    if raised is not None and not isinstance(raised, PlannedFailure):
-        out["harness"] = "unexpected exception"
-        why.append(f"harness: the subject raised {type(raised).__name__}: {raised}")
-        return out, why
-    if not isinstance(output, dict) or not isinstance(output.get("results"), list):
-        if raised is not None and s.error_handling == "fail_fast":
-            out["fail_fast"] = "output lost"
-            why.append("fail_fast: the batch raised without writing its partial output")
-        else:
-            out["harness"] = "unexpected exception"
-            why.append("harness: the subject wrote no output")
-        return out, why
-    out["harness"] = "completed"
-    results: list[Any] = output["results"]
-    errors: list[dict[str, Any]] = output.get("errors") or []
-    error_index = [e.get("index") for e in errors]
-    ran = [i for i, item in enumerate(s.items) if journal.attempts.get(item)]
-
-    # ordering
-    misplaced = [
-        i for i, r in enumerate(results[:n]) if isinstance(r, dict) and r.get("item") != s.items[i]
-    ]
-    if len(results) != n or misplaced:
-        out["ordering"] = "misplaced"
-        why.append(
-            f"ordering: results at indexes {misplaced} belong to other items "
-            f"(results hold {[r.get('item') if isinstance(r, dict) else r for r in results]})"
-        )
-    else:
-        out["ordering"] = "in order"
-
-    # params
-    if journal.foreign:
-        out["params"] = "foreign"
-        why.append("params: " + "; ".join(journal.foreign[:3]))
-    else:
-        out["params"] = "own"
-
-    # retry accounting
-    retry = "exact"
-    for i in ran:
-        item = s.items[i]
-        expected = min(planned[item] + 1, s.max_retries)
-        got = journal.attempts[item]
-        succeeded_as_none = i in fails_for_good and i < len(results) and i not in error_index
-        if succeeded_as_none:
-            retry = "swallowed"
-            why.append(
-                f"retry: item {item!r} failed all {got} attempts but has no error "
-                f"(result {results[i]!r})"
-            )
-            break
-        if got < expected:
-            retry = "too few"
-            why.append(f"retry: item {item!r} had {got} attempts, expected {expected}")
-            break
-        if got > expected:
-            retry = "too many"
-            why.append(f"retry: item {item!r} had {got} attempts, expected {expected}")
-            break
-    out["retry"] = retry
-
-    # exactly once
-    once = "all once"
-    for i in range(n):
-        in_results = i < len(results) and results[i] is not None
-        times = error_index.count(i) + int(in_results)
-        should = 1 if i in ran else 0
-        if times != should or (should == 0 and s.error_handling == "continue"):
-            once = "lost or duplicated"
-            why.append(
-                f"exactly_once: item {s.items[i]!r} appears {times} times "
-                f"({'ran' if i in ran else 'never ran'})"
-            )
-            break
-        if should == 0:
-            once = "aborted"
-    out["exactly_once"] = once
-
-    # call accounting
-    log = shared.get(CALLS_KEY, [])
-    succeeded = [i for i in range(n) if i in ran and i not in fails_for_good]
-    usage = sorted(
-        (
-            (r.get("batch_item_index"), r.get("item"), r.get("node_id"))
-            for r in log
-            if isinstance(r, dict) and r.get("model") == "probe"
-        ),
-        key=repr,
-    )
-    own = sorted(
-        (r.get("item") for r in log if isinstance(r, dict) and r.get("source") == "node"),
-        key=repr,
-    )
-    want_usage = sorted(((i, s.items[i], NODE_ID) for i in succeeded), key=repr)
-    want_own = sorted((s.items[i] for i in succeeded), key=repr)
-    if usage == want_usage and own == want_own and len(log) == 2 * len(succeeded):
-        out["calls"] = f"{s.call_log}: exact"
-    else:
-        out["calls"] = f"{s.call_log}: wrong"
-        why.append(
-            f"calls ({s.call_log}): usage records {usage} and node records {own}, "
-            f"expected {want_usage} and {want_own}"
-        )
-
-    # concurrency bound
-    peak = journal.max_in_flight
-    cap = s.max_concurrent if s.parallel else 1
-    if peak > cap:
-        out["bound"] = "over cap"
-        why.append(f"bound: {peak} items in flight at once, max_concurrent={cap}")
-    else:
-        out["bound"] = "at cap" if peak == cap else "below cap"
-
-    # fail_fast
-    failed_ran = [i for i in ran if i in fails_for_good]
-    if s.error_handling != "fail_fast" or not failed_ran:
-        out["fail_fast"] = "not exercised"
-    elif raised is None:
-        out["fail_fast"] = "no error"
-        why.append(f"fail_fast: items {failed_ran} failed but nothing was raised")
-    elif not output.get("batch_metadata", {}).get("aborted"):
-        out["fail_fast"] = "output lost"
-        why.append("fail_fast: the partial output is not marked aborted")
-    else:
-        lowest = min(failed_ran)
-        raised_index = next((e.get("index") for e in errors if e.get("exception") is raised), None)
-        seen_failure = False
-        late_submit = False
-        for kind, data in journal.events:
-            if kind == "observed" and not data[1]:
-                seen_failure = True
-            elif kind == "submit" and seen_failure:
-                late_submit = True
-        if raised_index != lowest:
-            out["fail_fast"] = "wrong error"
-            why.append(
-                f"fail_fast: raised the error of index {raised_index}, the lowest "
-                f"failing index that ran is {lowest}"
-            )
-        elif late_submit:
-            out["fail_fast"] = "kept submitting"
-            why.append("fail_fast: work was submitted after a failure had been observed")
-        else:
-            out["fail_fast"] = "stopped"
-    return out, why
-
 
 def _checked(
-    factory: Factory, scenario: Scenario, table: OutcomeTable, counter: list[int]
+    factory: Factory,
+    scenario: Scenario,
+    table: OutcomeTable,
+    counter: list[int],
+    *,
+    moments: bool = True,
 ) -> Callable[[], None]:
     """The checked function for one scenario: run, classify, count, raise on FORBIDDEN."""
 
     def checked() -> None:
-        run = run_scenario(factory, scenario)
+        run = run_scenario(factory, scenario, moments=moments)
         outcomes, why = classify(run)
         table.add(outcomes)
         counter[0] += 1
@@ -477,20 +67,6 @@ def _checked(
 
     checked.__qualname__ = checked.__name__ = "checked_scenario"
     return checked
-
-
-def _ref(factory: Factory) -> Optional[str]:
-    module = getattr(factory, "__module__", None)
-    qualname = getattr(factory, "__qualname__", None)
-    if not module or not qualname or "<" in qualname:
-        return None
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        return None
-    return f"{module}:{qualname}" if obj is factory else None
 
 
 def load_factory(ref: str) -> Factory:
@@ -553,7 +129,7 @@ class VerifyReport:
         >>> from parabatch.testing.broken import Unbounded
         >>> report = verify_batch_node(Unbounded, budget=100, seed=0)
         >>> report.ok, [p for p, _, _ in report.table.forbidden()]
-        (False, ['bound'])
+        (False, ['bound', 'copies'])
     """
 
     subject: str
@@ -614,19 +190,8 @@ class VerifyReport:
         }
 
 
-def _replay_line(
-    ref: Optional[str], scenario: Scenario, schedule: str, trace: tuple[str, ...]
-) -> str:
-    subject = ref or "<your factory>"
-    traced = ", trace=False" if not trace else f", trace={list(trace)!r}"
-    return (
-        f"import parabatch.testing as t; t.replay_scenario({subject!r}, "
-        f"{scenario.to_json()!r}, {schedule!r}{traced})"
-    )
-
-
 def _counterexample(
-    result: CheckResult, scenario: Scenario, ref: Optional[str], trace: tuple[str, ...]
+    result: CheckResult, scenario: Scenario, subject: Any, trace: tuple[str, ...]
 ) -> Optional[Counterexample]:
     f = result.failure
     if f is None:
@@ -636,9 +201,28 @@ def _counterexample(
         schedule=f.schedule,
         message=f.message,
         trace=f.trace,
-        replay=_replay_line(ref, scenario, f.schedule, trace),
+        replay=scenario_line(subject, scenario.to_json(), f.schedule, trace),
         preemptions=f.preemptions,
     )
+
+
+def _record(
+    report: VerifyReport, result: CheckResult, counter: list[int], ce: Optional[Counterexample]
+) -> None:
+    """Add one scenario's check to the report; ``counter`` is [runs, FORBIDDEN runs]."""
+    before = report.schedules
+    report.schedules += result.schedules_explored
+    report.scenarios += 1
+    report.forbidden_runs += counter[1]
+    harness = result.failures - counter[1]
+    if harness > 0:  # failures the scheduler reported before the run could be classified
+        report.harness_failures += harness
+        report.table.add({"harness": "aborted by the scheduler"}, times=harness)
+    if not result.ok:
+        if report.first_forbidden_at is None and result.first_failure_at is not None:
+            report.first_forbidden_at = before + result.first_failure_at
+        if ce is not None and len(report.counterexamples) < 5:
+            report.counterexamples.append(ce)
 
 
 def verify_batch_node(
@@ -699,7 +283,7 @@ def verify_batch_node(
         raise TypeError(f"factory={factory!r}: must be callable like PflowBatchNode")
     if per_scenario is None:
         per_scenario = 10 if strategy == "pct" else 1
-    ref = _ref(factory)
+    ref = importable_ref(factory)
     traced = _trace_modules(factory, trace) if strategy != "stress" else ()
     report = VerifyReport(subject=name or ref or repr(factory), strategy=strategy, seed=seed)
     rng = random.Random(seed)
@@ -708,115 +292,44 @@ def verify_batch_node(
         report.exhausted = True
     else:
         todo = list(scenarios) if scenarios else []
-    index = 0
-    while True:
+    common: dict[str, Any] = {"stop_on_failure": stop_on_forbidden, "raise_on_failure": False}
+
+    def plan() -> Iterator[tuple[Scenario, int]]:
+        """The scenarios to run, and how many schedules each gets, as the budget allows."""
         if strategy == "dfs":
-            if index >= len(todo):
-                break
-            scenario = todo[index]
-            iterations = budget
-        else:
+            yield from ((scenario, budget) for scenario in todo)
+            return
+        for index in itertools.count():
             remaining = budget - report.schedules
             if remaining <= 0:
-                break
+                return
             scenario = (
                 todo[index % len(todo)]
                 if todo
                 else draw_scenario(rng, max_items=max_items, max_retries=max_retries)
             )
-            iterations = min(per_scenario, remaining)
-        index += 1
-        counter = [0, 0]
-        fn = _checked(factory, scenario, report.table, counter)
-        sub_seed = rng.randrange(2**32)
-        common: dict[str, Any] = {"stop_on_failure": stop_on_forbidden, "raise_on_failure": False}
-        if strategy == "pct":
-            result = check_pct(fn, iterations, depth, sub_seed, trace_modules=traced, **common)
-        elif strategy == "random":
-            result = check_random(fn, iterations, sub_seed, trace_modules=traced, **common)
-        elif strategy == "dfs":
-            result = check_dfs(
-                fn, max_preemptions, max_schedules=iterations, trace_modules=traced, **common
-            )
-            report.exhausted = bool(report.exhausted and result.exhausted)
-        else:
-            result = check_stress(fn, iterations, yield_at_points=stress_yield, **common)
-        before = report.schedules
-        report.schedules += result.schedules_explored
-        report.scenarios += 1
-        report.forbidden_runs += counter[1]
-        harness = result.failures - counter[1]
-        if harness > 0:
-            report.harness_failures += harness
-            report.table.add({"harness": "aborted by the scheduler"}, times=harness)
-        if not result.ok:
-            if report.first_forbidden_at is None and result.first_failure_at is not None:
-                report.first_forbidden_at = before + result.first_failure_at
-            ce = _counterexample(result, scenario, ref, traced)
-            if ce is not None and len(report.counterexamples) < 5:
-                report.counterexamples.append(ce)
-            if stop_on_forbidden:
+            yield scenario, min(per_scenario, remaining)
+
+    with young_heap():
+        for scenario, iterations in plan():
+            counter = [0, 0]
+            fn = _checked(factory, scenario, report.table, counter, moments=strategy != "stress")
+            sub_seed = rng.randrange(2**32)
+            if strategy == "pct":
+                result = check_pct(fn, iterations, depth, sub_seed, trace_modules=traced, **common)
+            elif strategy == "random":
+                result = check_random(fn, iterations, sub_seed, trace_modules=traced, **common)
+            elif strategy == "dfs":
+                result = check_dfs(
+                    fn, max_preemptions, max_schedules=iterations, trace_modules=traced, **common
+                )
+                report.exhausted = bool(report.exhausted and result.exhausted)
+            else:
+                result = check_stress(fn, iterations, yield_at_points=stress_yield, **common)
+            _record(report, result, counter, _counterexample(result, scenario, factory, traced))
+            if stop_on_forbidden and not result.ok:
                 break
     return report
-
-
-def default_dfs_scenarios() -> list[Scenario]:
-    """The small configurations ``check_dfs`` certifies: 2 workers, 2 or 3 items.
-
-    Between them they exercise retries, fail_fast with one failure, with two failures
-    racing to be seen first, and with items left to submit after the failure (one worker,
-    four items), continue with a failure, and both call-log modes.
-    """
-    return [
-        Scenario(
-            items=("a", "b"),
-            fail=(1, 0),
-            max_concurrent=2,
-            max_retries=2,
-            error_handling="continue",
-            call_log="lock",
-        ),
-        Scenario(
-            items=("a", "b"),
-            fail=(2, 1),
-            max_concurrent=2,
-            max_retries=2,
-            error_handling="fail_fast",
-            call_log="gil",
-        ),
-        Scenario(
-            items=("a", "b", "c"),
-            fail=(0, 1, 0),
-            max_concurrent=2,
-            max_retries=2,
-            error_handling="continue",
-            call_log="gil",
-        ),
-        Scenario(
-            items=("a", "b", "c"),
-            fail=(0, 1, 0),
-            max_concurrent=2,
-            max_retries=1,
-            error_handling="fail_fast",
-            call_log="lock",
-        ),
-        Scenario(
-            items=("a", "b", "c", "d"),
-            fail=(1, 0, 0, 0),
-            max_concurrent=1,
-            max_retries=1,
-            error_handling="fail_fast",
-            call_log="lock",
-        ),
-        Scenario(
-            items=("a", "b", "c"),
-            fail=(1, 1, 0),
-            max_concurrent=2,
-            max_retries=1,
-            error_handling="fail_fast",
-            call_log="gil",
-        ),
-    ]
 
 
 def replay_scenario(
@@ -840,10 +353,11 @@ def replay_scenario(
     table = OutcomeTable()
     fn = _checked(subject, scenario, table, [0, 0])
     traced = _trace_modules(subject, trace)
-    result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
+    with young_heap():
+        result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
     if result.failure is not None:
         # The scheduler names the inner checked function; name the line that reruns this.
-        line = _replay_line(_ref(subject), scenario, schedule, traced)
+        line = scenario_line(subject, scenario.to_json(), schedule, traced)
         failure = dataclasses.replace(result.failure, replay=line)
         result = dataclasses.replace(result, failure=failure)
         if raise_on_failure:
@@ -868,7 +382,7 @@ def detection(
         >>> from parabatch.testing.broken import NoCopy
         >>> found = detection(NoCopy, seeds=range(3), budget=100)
         >>> found["caught"], found["properties"]
-        (3, ['params'])
+        (3, ['isolation', 'params'])
     """
     found: list[int] = []
     first: Optional[Counterexample] = None
@@ -890,37 +404,6 @@ def detection(
         "properties": sorted(properties),
         "counterexample": first,
     }
-
-
-def scenarios(*, max_items: int = 4) -> Any:
-    """Hypothesis strategy for :class:`Scenario`, shrinking towards the simplest batch.
-
-    Shrinks towards two items, no failures, ``max_retries=1``, one worker, parallel,
-    ``continue`` and the ``lock`` call log: a shrunk counterexample keeps only the
-    features its failure needs. Hypothesis is imported only when this is called.
-
-    Example:
-        >>> from hypothesis import find
-        >>> find(scenarios(), lambda s: True).items
-        ('a', 'b')
-    """
-    from hypothesis import strategies as st
-
-    @st.composite
-    def build(draw: Any) -> Scenario:
-        n = draw(st.integers(2, max_items))
-        max_retries = draw(st.integers(1, 3))
-        return Scenario(
-            items=tuple(ITEM_NAMES[:n]),
-            fail=tuple(draw(st.integers(0, max_retries)) for _ in range(n)),
-            parallel=not draw(st.booleans()),
-            max_concurrent=draw(st.integers(1, 3)),
-            max_retries=max_retries,
-            error_handling=draw(st.sampled_from(["continue", "fail_fast"])),
-            call_log=draw(st.sampled_from(["lock", "gil"])),
-        )
-
-    return build()
 
 
 def shrink(
@@ -960,20 +443,21 @@ def shrink(
         fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
         return not replay(fn, schedule, trace_modules=traced, raise_on_failure=False).ok
 
-    try:
-        scenario, schedule = find(
-            st.tuples(scenarios(), schedules()),
-            forbidden,
-            settings=settings(
-                max_examples=budget,
-                database=None,
-                deadline=None,
-                suppress_health_check=list(HealthCheck),
-            ),
-            random=random.Random(seed),
-        )
-    except NoSuchExample:
-        return None
-    fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
-    result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
-    return _counterexample(result, scenario, _ref(factory), traced)
+    with young_heap():
+        try:
+            scenario, schedule = find(
+                st.tuples(scenarios(), schedules()),
+                forbidden,
+                settings=settings(
+                    max_examples=budget,
+                    database=None,
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                ),
+                random=random.Random(seed),
+            )
+        except NoSuchExample:
+            return None
+        fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
+        result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
+    return _counterexample(result, scenario, factory, traced)

@@ -91,7 +91,7 @@ def _clock(real: Callable[[], float], base: Callable[[], float]) -> Callable[[],
         rt = _scheduler._current
         if isinstance(rt, Runtime):
             t = rt.current
-            if t.ident == _get_ident():
+            if t is not None and t.ident == _get_ident():
                 return base() + t.vtime
         return real()
 
@@ -105,7 +105,7 @@ def _clock_ns(real: Callable[[], int], base: Callable[[], float]) -> Callable[[]
         rt = _scheduler._current
         if isinstance(rt, Runtime):
             t = rt.current
-            if t.ident == _get_ident():
+            if t is not None and t.ident == _get_ident():
                 return int((base() + t.vtime) * 1e9)
         return real()
 
@@ -144,7 +144,7 @@ def current_thread() -> threading.Thread:
     rt = _scheduler._current
     if isinstance(rt, Runtime):
         t = rt.current
-        if t.ident == _get_ident():
+        if t is not None and t.ident == _get_ident():
             obj = t.thread_object
             if obj is None:
                 obj = t.thread_object = _ThreadObject(t)
@@ -314,6 +314,7 @@ class World:
     def install(self) -> None:
         # Imported here, not at import time: parabatch.testing stays quick to import.
         import asyncio.base_events
+        import asyncio.events
         import concurrent.futures.process
         import multiprocessing.process
 
@@ -386,6 +387,10 @@ class World:
             real = getattr(os, name, None)
             if real is not None:
                 replace(os, name, _refusing(f"os.{name}()", _PROCESS_WHY, real))
+        make_loop = asyncio.events.new_event_loop
+        refuse_loop = _refusing("asyncio: making an event loop", _LOOP_WHY, make_loop)
+        replace(asyncio.events, "new_event_loop", refuse_loop)
+        replace(asyncio, "new_event_loop", refuse_loop)
         loop_cls: Any = asyncio.base_events.BaseEventLoop
         for name in ("run_forever", "run_until_complete"):
             self._set(

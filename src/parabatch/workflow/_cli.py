@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, TextIO, cast
 
 from .. import __version__
 from ._errors import NodeTypeError, WorkflowError
@@ -30,6 +30,10 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _CALLS_KEY = "__llm_calls__"
 
+#: How deep the results are written when they are too deep to write whole (a server's
+#: answer nested 900 deep): deeper values are replaced by a placeholder.
+_DEEPEST = 100
+
 #: The longest error message printed whole (a server's page, a command's whole output).
 _LONGEST = 2000
 
@@ -42,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m parabatch",
         description="Run a parabatch workflow (JSON) and print the final shared store as JSON.",
-        epilog="Exit codes: 0 ok, 1 the workflow failed, 2 invalid workflow or usage, 130 Ctrl-C.",
+        epilog="Exit codes: 0 ok; 1 a node failed, or the results could not be written where "
+        "asked (stderr says where they went); 2 invalid workflow or usage, nothing ran; 130 "
+        "Ctrl-C (143 SIGTERM, 129 SIGHUP): shell commands killed, what finished written.",
     )
     parser.add_argument("--version", action="version", version=f"parabatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,14 +238,21 @@ def _jsonable(results: Any) -> Any:
     return _safe_jsonable(results)
 
 
-def _safe_jsonable(value: Any) -> Any:
+def _key(key: Any) -> str:
+    try:
+        return str(key)
+    except Exception:
+        return f"<unprintable {type(key).__name__}>"
+
+
+def _safe_jsonable(value: Any, depth: int = 0) -> Any:
+    """``to_jsonable`` value by value: what fails becomes a placeholder, not an error."""
+    if depth > _DEEPEST:
+        return f"<nested more than {_DEEPEST} deep>"
     if isinstance(value, Mapping):
-        return {
-            _safe_jsonable(k) if not isinstance(k, str) else k: _safe_jsonable(v)
-            for k, v in list(value.items())
-        }
+        return {_key(k): _safe_jsonable(v, depth + 1) for k, v in list(value.items())}
     if isinstance(value, (list, tuple)):
-        return [_safe_jsonable(v) for v in list(value)]
+        return [_safe_jsonable(v, depth + 1) for v in list(value)]
     try:
         return to_jsonable(value)
     except Exception:
@@ -372,6 +385,32 @@ def _failure(exc: BaseException, workflow: dict[str, Any], shared: Any) -> str:
     return f"{where} failed: {_describe(exc)}"
 
 
+class _LineEnd:
+    """The progress bars' stream: forwards writes, and can end a line a bar left open."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.open = False
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        if text:
+            self.open = not text.endswith("\n")
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def end_line(self) -> None:
+        """Start a new line if a bar was cut short (a failure, Ctrl-C): messages follow."""
+        if self.open:
+            self.stream.write("\n")
+            self.open = False
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -419,27 +458,30 @@ def main(
         return EXIT_INVALID
 
     show = args.progress if args.progress is not None else err.isatty()
+    bar_stream = _LineEnd(err)
     # Imported here: ``validate`` needs no executor, pocketflow Flow, or threads.
     from ._compile import run_workflow
 
-    SHELL_COMMANDS.reopen()
     try:
         run_workflow(
             workflow,
             shared,
             registry=registry,
-            progress=ProgressBar(err) if show else None,
+            progress=ProgressBar(cast(TextIO, bar_stream)) if show else None,
             sequential=args.sequential,
         )
         code = EXIT_OK
     except KeyboardInterrupt:
         SHELL_COMMANDS.stop()
+        bar_stream.end_line()
         err.write("parabatch: interrupted; writing what finished\n")
         code = EXIT_INTERRUPTED
     except Exception as exc:
         # A node failed: report it, and still write what the workflow got done.
+        bar_stream.end_line()
         err.write(f"parabatch: {_failure(exc, workflow, shared)}\n")
         code = EXIT_FAILED
-    if not _emit(shared, output, out, err) and code == EXIT_OK:
-        code = EXIT_FAILED
-    return code
+    written = _emit(shared, output, out, err)
+    # Stopped until the results were written; the process may go on (a library caller).
+    SHELL_COMMANDS.reopen()
+    return EXIT_FAILED if not written and code == EXIT_OK else code

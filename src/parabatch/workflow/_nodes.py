@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, MutableMapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 from pocketflow import Node
 
@@ -150,7 +150,8 @@ class ShellCommands:
     the terminal's Ctrl-C) and is listed here while it runs. :meth:`stop` kills every
     listed process group, children and grandchildren alike, and refuses new commands
     until :meth:`reopen`: the CLI calls it on Ctrl-C, so no command outlives the run.
-    Starting and stopping take one lock, so a command is never started unseen by a stop.
+    Commands start in parallel; a stop waits for those being started (they are counted
+    under the lock), so none is started unseen by it.
 
     Example:
         >>> commands = ShellCommands()
@@ -167,7 +168,9 @@ class ShellCommands:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._none_starting = threading.Condition(self._lock)
         self._running: dict[int, subprocess.Popen[str]] = {}
+        self._starting = 0
         self._stopped = False
         self._main_starting = False
         self._deferred = False
@@ -180,12 +183,24 @@ class ShellCommands:
                 raise ShellStoppedError(
                     f"shell commands were stopped (interrupted); not starting {cmd!r:.200}"
                 )
-            self._main_starting = main
-            try:
-                proc: subprocess.Popen[str] = subprocess.Popen(cmd, start_new_session=True, **popen)
-                self._running[proc.pid] = proc
-            finally:
-                self._main_starting = False
+            self._starting += 1  # stop() waits for this start to list its command
+        proc: Optional[subprocess.Popen[str]] = None
+        self._main_starting = main
+        try:
+            proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+        finally:
+            self._main_starting = False
+            with self._lock:
+                self._starting -= 1
+                if proc is not None:
+                    self._running[proc.pid] = proc
+                stopped = self._stopped
+                self._none_starting.notify_all()
+        if stopped:  # stop() came while this command was starting
+            kill_process_group(proc)
+            proc.wait()
+            self.done(proc)
+            raise ShellStoppedError(f"shell commands were stopped (interrupted); {cmd!r:.200}")
         if main and self._deferred:
             self._deferred = False
             raise KeyboardInterrupt  # the Ctrl-C that landed while the command was starting
@@ -212,12 +227,14 @@ class ShellCommands:
     def stop(self, *, timeout: float = 5.0) -> list[int]:
         """Kill the process group of every running command; refuse new ones. Returns the pids.
 
-        Safe to call from a signal handler: the lock is waited for at most ``timeout``
-        seconds (the main thread may hold it, starting a command, when the signal lands).
+        Safe to call from a signal handler: the lock, and the commands being started, are
+        waited for at most ``timeout`` seconds each.
         """
         self._stopped = True
         locked = self._lock.acquire(timeout=timeout)
         try:
+            if locked:  # commands being started are listed once Popen returns: wait for them
+                self._none_starting.wait_for(lambda: self._starting == 0, timeout)
             running = list(self._running.values())
             for proc in running:
                 kill_process_group(proc)
