@@ -123,6 +123,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         "proposals_sequential": None,
         "plugin": None,
         "workflow": None,
+        "scaleout": [],
         "other": [],
     }
     for b in raw["benchmarks"]:
@@ -145,6 +146,8 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             result["proposals"].append(_rows(b, True, "pool"))
         elif group == "proposals_sequential":
             result["proposals_sequential"] = _rows(b, False, "batchnode")
+        elif group == "scaleout":
+            result["scaleout"].extend(b["extra_info"].get("scaleout", []))
         elif group == "plugin":
             result["plugin"] = _plugin(b["extra_info"]["plugin_session"])
         elif (group or "").startswith("workflow"):
@@ -374,6 +377,24 @@ def _workflow_figures(res: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
+def _scaleout_figures(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """``bench_scaleout.py``'s rows: each states its figure, value, target and direction."""
+    out: list[dict[str, Any]] = []
+    for r in res.get("scaleout", []):
+        judged = r["op"] in ("<=", ">=")
+        value = math.nan if r["value"] is None else r["value"]  # shown as not measured
+        out += figure(
+            r["figure"],
+            value,
+            r["target"] if judged and r["value"] is not None else None,
+            unit="bytes" if "bytes" in r["figure"] else TIMES,
+            better="higher" if r["op"] == ">=" else "lower",
+            kind="target" if judged else "reference",
+            note=r.get("note", ""),
+        )
+    return out
+
+
 #: Every judged figure comes from one of these; add a function here to judge a new one.
 FIGURES: list[Callable[[dict[str, Any]], list[dict[str, Any]]]] = [
     _parallel_figures,
@@ -381,6 +402,7 @@ FIGURES: list[Callable[[dict[str, Any]], list[dict[str, Any]]]] = [
     _sequential_figures,
     _plugin_figures,
     _workflow_figures,
+    _scaleout_figures,
 ]
 
 

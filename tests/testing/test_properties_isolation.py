@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from parabatch import PflowBatchNode
-from parabatch.testing import Scenario, verify_batch_node
+from parabatch.testing import Scenario, replay_scenario, verify_batch_node
 from parabatch.testing._outcomes import ACCEPTABLE, FORBIDDEN, OutcomeTable
 from parabatch.testing._probe import run_scenario
 from parabatch.testing._properties import PROPERTIES, View, classify
@@ -158,3 +158,16 @@ def test_copies_kept_alive_count_even_with_cycles_around() -> None:
     report = verify_batch_node(KeepsCopies, budget=20, seed=0, scenarios=NO_FAILURES[:1])
     assert not report.ok
     assert report.table.count("copies", "over cap") == 20
+
+
+def test_a_copies_counterexample_replays_the_same_every_time() -> None:
+    # Counted by reachability (after collecting cycles), so a schedule decides the count.
+    report = verify_batch_node(BROKEN_SUBJECTS["keeps_tracebacks"], budget=100, seed=0)
+    assert report.counterexamples, report.format()
+    ce = report.counterexamples[0]
+    assert "FORBIDDEN copies" in ce.message
+    ref = "parabatch.testing.broken:KeepsTracebacks"
+    for _ in range(10):
+        again = replay_scenario(ref, ce.scenario, ce.schedule, raise_on_failure=False)
+        assert again.failure is not None
+        assert (again.failure.message, again.failure.trace) == (ce.message, ce.trace)
