@@ -12,6 +12,8 @@ run, so a run that failed or was interrupted is followed by others on the same w
 from __future__ import annotations
 
 import concurrent.futures
+import io
+import json
 import logging
 import sys
 import threading
@@ -39,6 +41,7 @@ from parabatch.executors import (
     dask_executor,
     process_executor,
 )
+from parabatch.workflow._cli import main as cli_main
 
 from .nodes import chain
 from .remote_nodes import FileTracker, LockError, LockResult, Put, Step, TwoArgError
@@ -412,3 +415,54 @@ def test_dropping_twice_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
     future.drop()
     assert future.cancel() and future.cancelled()
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# -- the workflow CLI ----------------------------------------------------------------------
+
+
+def _cli(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    workflow = {
+        "nodes": [
+            {
+                "id": "ask",
+                "type": "llm",
+                "params": {"prompt": "summarise ${doc}"},
+                "batch": {"items": ["a", "b", "c", "d"], "as": "doc", "parallel": True},
+            }
+        ]
+    }
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(workflow))
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(["run", str(path), "--no-progress", *args], stdout=out, stderr=err)
+    return code, json.loads(out.getvalue() or "{}"), err.getvalue()
+
+
+@pytest.mark.parametrize("spec", ["processes", "dask"])
+def test_cli_executor_gives_what_threads_give(tmp_path: Path, spec: str) -> None:
+    code, threads, _ = _cli(tmp_path, "--executor", "threads")
+    assert code == 0
+    code, other, err = _cli(tmp_path, "--executor", spec)
+    assert code == 0, err
+    assert other["ask"]["results"] == threads["ask"]["results"]
+    key = lambda c: c["batch_item_index"]  # noqa: E731
+    assert sorted(other[CALLS_KEY], key=key) == sorted(threads[CALLS_KEY], key=key)
+    assert len(other[CALLS_KEY]) == 4
+
+
+@pytest.mark.parametrize("spec", ["gpu", "dask=", "processes=4", "threads=x"])
+def test_cli_unknown_executor_is_a_usage_error(
+    tmp_path: Path, spec: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        _cli(tmp_path, "--executor", spec)
+    assert info.value.code == 2
+    assert f"--executor {spec!r}: expected threads, processes, dask" in capsys.readouterr().err
+
+
+def test_cli_unreachable_scheduler_exits_2(tmp_path: Path) -> None:
+    dask = pytest.importorskip("dask")
+    with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+        code, _, err = _cli(tmp_path, "--executor", "dask=tcp://127.0.0.1:9")
+    assert code == 2
+    assert err.startswith("parabatch: --executor dask=tcp://127.0.0.1:9: ")

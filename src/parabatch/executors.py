@@ -45,7 +45,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXECUTOR_CHOICES",
     "DaskItemExecutor",
+    "OpenedExecutor",
     "ProcessItemExecutor",
     "ProcessPool",
     "RemoteItemError",
@@ -551,42 +552,75 @@ def check_executor_spec(spec: str) -> None:
     raise ValueError(f"--executor {spec!r}: expected {EXECUTOR_CHOICES}")
 
 
-@contextlib.contextmanager
-def open_executor(spec: str) -> Iterator[Optional[Callable[[int], Executor]]]:
-    """The ``executor=`` factory ``spec`` names, open for the ``with`` block.
+class OpenedExecutor:
+    """An executor named by ``--executor``, with what it opened: a pool, a client, a cluster.
 
-    ``threads`` gives None (the default executor); ``processes`` a :func:`process_executor`
-    pool, stopped at the end; ``dask`` a ``LocalCluster`` of worker processes on this
-    machine, ``dask=ADDRESS`` a client of the scheduler at ``ADDRESS``
-    (``tcp://scheduler:8786``); the client (and a local cluster) is closed at the end.
+    ``factory`` is the ``executor=`` argument (None for threads). ``close(wait=True)``
+    stops what was opened; ``close(wait=False)`` does not wait for items still running
+    (after Ctrl-C). As a context manager it closes on exit, waiting unless the block
+    raised.
 
     Example:
-        >>> with open_executor("threads") as factory:
-        ...     print(factory)
+        >>> with open_executor("threads") as opened:
+        ...     print(opened.factory)
         None
     """
-    check_executor_spec(spec)
-    name, _, address = spec.partition("=")
-    if name == "threads":
-        yield None
-    elif name == "processes":
-        with process_executor() as pool:
-            yield pool
-    else:
-        distributed = _distributed()
-        cluster = None
-        if not address:
-            cluster = distributed.LocalCluster(
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            )
-            address = cluster
-        client = distributed.Client(address)
-        try:
-            yield dask_executor(client)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+
+    def __init__(self, spec: str) -> None:
+        check_executor_spec(spec)
+        self.spec = spec
+        self.factory: Optional[Callable[[int], Executor]] = None
+        self._pool: Optional[ProcessPool] = None
+        self._client: Any = None
+        self._cluster: Any = None
+        name, _, address = spec.partition("=")
+        if name == "processes":
+            self._pool = process_executor()
+            self.factory = self._pool
+        elif name == "dask":
+            distributed = _distributed()
+            if not address:
+                self._cluster = distributed.LocalCluster(
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                )
+            try:
+                self._client = distributed.Client(self._cluster or address)
+            except BaseException:
+                self.close(wait=False)
+                raise
+            self.factory = dask_executor(self._client)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the pool, or close the client and the local cluster."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait)
+        timeout = None if wait else 2
+        if self._client is not None:
+            self._client.close(timeout=timeout)
+        if self._cluster is not None:
+            self._cluster.close(timeout=timeout)
+
+    def __enter__(self) -> OpenedExecutor:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        self.close(wait=kind is None)
+
+
+def open_executor(spec: str) -> OpenedExecutor:
+    """Open the executor ``spec`` names: ``threads``, ``processes``, ``dask[=ADDRESS]``.
+
+    ``threads`` opens nothing (the default executor); ``processes`` a
+    :func:`process_executor` pool; ``dask`` a ``LocalCluster`` of worker processes on this
+    machine and a client of it; ``dask=ADDRESS`` a client of the scheduler at ``ADDRESS``
+    (``tcp://scheduler:8786``). Close it (or use it as a context manager) when done.
+
+    Example:
+        >>> with open_executor("processes") as opened:
+        ...     opened.factory.max_workers >= 1
+        True
+    """
+    return OpenedExecutor(spec)

@@ -80,7 +80,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run every batch and group one item at a time (for comparison)",
     )
+    run.add_argument(
+        "--executor",
+        default="threads",
+        type=_executor_spec,
+        metavar="threads|processes|dask[=ADDRESS]",
+        help="where batch items and group children run: threads (default), a process pool, "
+        "or a dask cluster (a local one, or the scheduler at ADDRESS, tcp://host:8786); "
+        "see docs/scaleout.md",
+    )
     return parser
+
+
+def _executor_spec(value: str) -> str:
+    from ..executors import check_executor_spec
+
+    try:
+        check_executor_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _registry(specs: Sequence[str]) -> NodeRegistry:
@@ -460,8 +479,15 @@ def main(
     show = args.progress if args.progress is not None else err.isatty()
     bar_stream = _LineEnd(err)
     # Imported here: ``validate`` needs no executor, pocketflow Flow, or threads.
+    from ..executors import open_executor
     from ._compile import run_workflow
 
+    try:
+        opened = open_executor(args.executor)
+    except Exception as exc:  # dask not installed, a scheduler that does not answer
+        err.write(f"parabatch: --executor {args.executor}: {type(exc).__name__}: {exc}\n")
+        return EXIT_INVALID
+    code = EXIT_INTERRUPTED  # until the run says otherwise
     try:
         run_workflow(
             workflow,
@@ -469,6 +495,7 @@ def main(
             registry=registry,
             progress=ProgressBar(cast(TextIO, bar_stream)) if show else None,
             sequential=args.sequential,
+            executor=opened.factory,
         )
         code = EXIT_OK
     except KeyboardInterrupt:
@@ -481,6 +508,9 @@ def main(
         bar_stream.end_line()
         err.write(f"parabatch: {_failure(exc, workflow, shared)}\n")
         code = EXIT_FAILED
+    finally:
+        # After Ctrl-C, items still running in worker processes are not waited for.
+        opened.close(wait=code != EXIT_INTERRUPTED)
     written = _emit(shared, output, out, err)
     # Stopped until the results were written; the process may go on (a library caller).
     SHELL_COMMANDS.reopen()
