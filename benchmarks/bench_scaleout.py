@@ -253,10 +253,15 @@ def _load() -> str:
 
 
 def _free_threaded(items: int, rounds: int) -> dict[str, Any]:
-    """The threads figure under ``$PARABATCH_PY313T``, or why it was not measured."""
-    python = os.environ.get("PARABATCH_PY313T", "")
+    """The threads figure on free-threaded 3.13t, or why it was not measured.
+
+    The interpreter of ``tox -e py313t``'s environment if it exists (it has parabatch's
+    dependencies), else ``$PARABATCH_PY313T``.
+    """
+    tox_env = ROOT / ".tox" / "py313t" / "bin" / "python"
+    python = str(tox_env) if tox_env.exists() else os.environ.get("PARABATCH_PY313T", "")
     if not python:
-        return {"note": "not measured: PARABATCH_PY313T is not set"}
+        return {"note": "not measured: PARABATCH_PY313T is not set, no .tox/py313t"}
     if not os.access(python, os.X_OK):
         return {"note": f"not measured: PARABATCH_PY313T={python} is not an executable"}
     env = dict(
