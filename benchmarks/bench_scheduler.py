@@ -1,5 +1,11 @@
 """Scheduler speed: schedules per second, and the cost of checkpoint() with no scheduler.
 
+Schedules per second are measured with the defaults (the user code traced at its
+shared-state accesses: this module is user code) and with tracing off
+(``trace_modules=()``), on the same two threads of ten points; and on plain ``threading``
+code (two ``Thread``s taking a ``Lock`` around a read-modify-write), which exercises the
+controlled threading world.
+
 Run with pytest-benchmark, on its own (it disables itself under xdist)::
 
     PYTHONPATH=src python -m pytest benchmarks/bench_scheduler.py -p no:xdist --benchmark-only
@@ -11,6 +17,7 @@ or as a script for a one-line summary::
 
 from __future__ import annotations
 
+import threading
 import time
 import timeit
 from typing import Any
@@ -34,13 +41,40 @@ def two_threads_ten_points() -> None:
         t.join()
 
 
+def plain_threads_locked_update() -> None:
+    """Plain threading, no markers: two Threads, a Lock around a read-modify-write."""
+    box = {"n": 0}
+    lock = threading.Lock()
+
+    def incr() -> None:
+        with lock:
+            value = box["n"]
+            box["n"] = value + 1
+
+    threads = [threading.Thread(target=incr) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def _random_batch() -> int:
     return check_random(two_threads_ten_points, iterations=SCHEDULES, seed=1).schedules_explored
+
+
+def _random_untraced_batch() -> int:
+    r = check_random(two_threads_ten_points, iterations=SCHEDULES, seed=1, trace_modules=())
+    return r.schedules_explored
 
 
 def _dfs_batch() -> int:
     # Bound 2: the space (several hundred schedules) is larger than the batch.
     r = check_dfs(two_threads_ten_points, max_preemptions=2, max_schedules=SCHEDULES)
+    return r.schedules_explored
+
+
+def _plain_random_batch() -> int:
+    r = check_random(plain_threads_locked_update, iterations=SCHEDULES, seed=1)
     return r.schedules_explored
 
 
@@ -54,6 +88,16 @@ def test_schedules_per_second_dfs(benchmark: Any) -> None:
     benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
 
 
+def test_schedules_per_second_random_untraced(benchmark: Any) -> None:
+    explored = benchmark.pedantic(_random_untraced_batch, rounds=5, iterations=1)
+    benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
+
+
+def test_schedules_per_second_plain_threading(benchmark: Any) -> None:
+    explored = benchmark.pedantic(_plain_random_batch, rounds=5, iterations=1)
+    benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
+
+
 def test_checkpoint_cost_without_scheduler(benchmark: Any) -> None:
     benchmark(checkpoint)
 
@@ -63,7 +107,12 @@ def test_checkpoint_with_label_cost_without_scheduler(benchmark: Any) -> None:
 
 
 def main() -> None:
-    for name, batch in (("check_random", _random_batch), ("check_dfs", _dfs_batch)):
+    for name, batch in (
+        ("check_random", _random_batch),
+        ("check_random, tracing off", _random_untraced_batch),
+        ("check_dfs", _dfs_batch),
+        ("check_random, plain Thread + Lock", _plain_random_batch),
+    ):
         explored = batch()  # warm up
         assert explored == SCHEDULES, (name, explored)
         best = min(timeit.repeat(batch, number=1, repeat=5))

@@ -68,13 +68,28 @@ def untraced_update() -> None:
     assert box["n"] == 2, f"lost update: n={box['n']}"
 
 
-# Made at import, before any check, and kept in an object: the check cannot wrap it.
+# Made at import, before any check. One level into a module's object the check wraps the
+# lock; two levels down it cannot reach it.
 _HOLDER = types.SimpleNamespace(lock=threading.Lock())
+_DEEP = types.SimpleNamespace(inner=types.SimpleNamespace(lock=threading.Lock()))
+
+
+def premade_lock_in_an_object() -> None:
+    """A real lock made before the check, in a module's object, held across a point."""
+    lock = _HOLDER.lock
+
+    def work() -> None:
+        with lock:
+            checkpoint("holding the lock")
+
+    threads = [spawn(work), spawn(work)]
+    for t in threads:
+        t.join()
 
 
 def premade_lock_contention() -> None:
-    """A real lock made before the check, held across a scheduling point."""
-    lock = _HOLDER.lock
+    """A real lock made before the check, out of reach, held across a scheduling point."""
+    lock = _DEEP.inner.lock
 
     def work() -> None:
         with lock:

@@ -29,6 +29,8 @@ from parabatch.testing import (
     check_random,
 )
 
+from .subjects import premade_lock_in_an_object
+
 # Made at import, before any check.
 MODULE_LOCK = threading.Lock()
 EARLY_POOL = ThreadPoolExecutor(max_workers=2)
@@ -73,6 +75,28 @@ def test_a_module_level_lock_made_before_the_check_is_controlled() -> None:
 
     _certified(fn)
     assert type(MODULE_LOCK) is type(threading.Lock())  # put back afterwards
+
+
+def test_a_lock_in_an_object_made_before_the_check_is_controlled() -> None:
+    _certified(premade_lock_in_an_object)
+
+
+def test_a_lock_the_checked_function_closes_over_is_controlled() -> None:
+    lock = threading.Lock()  # made before the check, reached through the closure
+    box = {"n": 0}
+
+    def fn() -> None:
+        box["n"] = 0
+
+        def incr() -> None:
+            with lock:
+                value = box["n"]
+                box["n"] = value + 1
+
+        _both(incr)
+        assert box["n"] == 2, box
+
+    _certified(fn)
 
 
 def test_rlock_reentry_and_its_condition() -> None:

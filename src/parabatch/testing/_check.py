@@ -58,7 +58,7 @@ _session_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _session(controlled: bool) -> Iterator[None]:
+def _session(controlled: bool, fn: Optional[Callable[..., Any]] = None) -> Iterator[None]:
     if not _session_lock.acquire(blocking=False):
         inside = isinstance(_scheduler._current, Runtime) and _scheduler._current.me() is not None
         if inside:
@@ -77,6 +77,8 @@ def _session(controlled: bool) -> Iterator[None]:
         if controlled:
             # Installed for the whole check, removed even if it fails: see docs/scheduler.md.
             world.install()
+            if fn is not None:
+                world.adopt_reachable(fn)
         if monitoring:
             _tracing.monitoring_start(_is_managed)
         yield
@@ -154,28 +156,6 @@ def _fresh_seed(seed: Optional[int]) -> int:
 def _positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r}: must be an integer >= 1")
-
-
-def _fn_ref(fn: Callable[..., Any]) -> tuple[str, str]:
-    """(expression naming fn, import statement it needs)."""
-    mod = getattr(fn, "__module__", None)
-    qual = getattr(fn, "__qualname__", None)
-    if mod and qual and "<" not in qual:
-        if mod == "__main__":
-            return qual, ""
-        return f"{mod}.{qual}", f"import {mod}; "
-    return getattr(fn, "__name__", "fn"), ""
-
-
-def _replay_line(fn: Callable[..., Any], schedule: str, opts: _Options) -> str:
-    ref, imp = _fn_ref(fn)
-    extra = "" if opts.trace_names is None else f", trace_modules={list(opts.trace_names)!r}"
-    line = f'{imp}import parabatch.testing; parabatch.testing.replay({ref}, "{schedule}"{extra})'
-    if ref == getattr(fn, "__name__", "fn") and "<" in getattr(fn, "__qualname__", "<"):
-        code = getattr(fn, "__code__", None)
-        if code is not None:
-            line += f"  # {ref}: {fn.__qualname__} at {code.co_filename}:{code.co_firstlineno}"
-    return line
 
 
 def _is_managed() -> bool:
@@ -263,7 +243,7 @@ def _run_check(
     first_at: Optional[int] = None
     per_depth: dict[int, list[int]] = {}
     pool = CarrierPool()
-    with _session(controlled=True), contextlib.closing(pool):
+    with _session(controlled=True, fn=fn), contextlib.closing(pool):
         for _ in range(iterations):
             if not strategy.new_execution():
                 break
@@ -437,26 +417,32 @@ def check_dfs(
     A preemption is switching away from a thread that could have continued; switches
     because a thread blocked or finished are free. "2 or 3 catches most bugs" (loom).
     ``result.exhausted`` says whether the whole bounded space was run (at most
-    ``max_schedules``): an exhausted, passing check certifies ``fn`` for that bound — for
-    the scheduling points it has, see docs/scheduler.md for what that does not cover.
-    ``fn`` must be deterministic given its schedule. Other arguments as
-    :func:`check_random`.
+    ``max_schedules``); ``result.certified`` says whether that is a certificate: passed,
+    exhausted, and the runs had something to interleave (a decision with a choice, and
+    shared state touched between points) — for the scheduling points it has, see
+    docs/scheduler.md for what that does not cover. ``fn`` must be deterministic given its
+    schedule. Other arguments as :func:`check_random`.
 
     Example:
-        >>> from parabatch.testing import Lock, check_dfs, checkpoint, spawn
+        >>> import threading
+        >>> from parabatch.testing import check_dfs
         >>> def locked_update():
-        ...     box, lock = {"n": 0}, Lock()
+        ...     box, lock = {"n": 0}, threading.Lock()
         ...     def incr():
         ...         with lock:
         ...             v = box["n"]
-        ...             checkpoint("read")
         ...             box["n"] = v + 1
-        ...     for t in [spawn(incr), spawn(incr)]:
+        ...     threads = [threading.Thread(target=incr) for _ in range(2)]
+        ...     for t in threads:
+        ...         t.start()
+        ...     for t in threads:
         ...         t.join()
         ...     assert box["n"] == 2, box
         >>> r = check_dfs(locked_update, max_preemptions=2)
-        >>> r.ok, r.exhausted
-        (True, True)
+        >>> r.ok, r.exhausted, r.certified
+        (True, True, True)
+        >>> check_dfs(locked_update, trace_modules=()).certified  # nothing interleaved
+        False
     """
     if isinstance(max_preemptions, bool) or not isinstance(max_preemptions, int):
         raise TypeError(f"max_preemptions={max_preemptions!r}: expected an int >= 0")

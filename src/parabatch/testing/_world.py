@@ -57,6 +57,14 @@ _real_pool_submit = concurrent.futures.ThreadPoolExecutor.submit
 _real_pool_shutdown = concurrent.futures.ThreadPoolExecutor.shutdown
 _real_sleep = time.sleep
 _LOCK_TYPES = (type(_thread.allocate_lock()), type(threading.RLock()))
+# Values whose __dict__ is not "an object made before the check holding a lock".
+_NOT_OBJECTS = (
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    type,
+)
 
 
 def _caller_thread() -> Optional[tuple[Runtime, ManagedThread]]:
@@ -302,6 +310,8 @@ class World:
 
     def __init__(self) -> None:
         self._saved: list[tuple[Any, str, Any]] = []
+        self._saved_items: list[tuple[Any, str, Any]] = []
+        self._saved_cells: list[tuple[Any, Any]] = []
         self._wall_base = time.time()
 
     def _set(self, owner: Any, name: str, value: Any) -> None:
@@ -415,12 +425,46 @@ class World:
                     self._set(mod, name, hit[1])
                 elif type(value) in _LOCK_TYPES:
                     self._set(mod, name, _sync.adopt(value))
-                elif isinstance(value, type) and value.__module__ == mod.__name__:
-                    for attr, held in list(vars(value).items()):
-                        if type(held) in _LOCK_TYPES:
-                            self._set(value, attr, _sync.adopt(held))
+                elif isinstance(value, type):
+                    if value.__module__ == mod.__name__:
+                        self._adopt_in(vars(value), value)
+                elif not isinstance(value, _NOT_OBJECTS):
+                    # One level into an object made before the check (`holder.lock`).
+                    held = getattr(value, "__dict__", None)
+                    if isinstance(held, dict):
+                        self._adopt_in(held, None)
+
+    def adopt_reachable(self, fn: Callable[..., Any]) -> None:
+        """Wrap real locks the checked function reaches through its closure, one level deep."""
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if type(value) in _LOCK_TYPES:
+                self._saved_cells.append((cell, value))
+                cell.cell_contents = _sync.adopt(value)
+            elif not isinstance(value, _NOT_OBJECTS):
+                held = getattr(value, "__dict__", None)
+                if isinstance(held, dict):
+                    self._adopt_in(held, None)
+
+    def _adopt_in(self, namespace: Any, cls: Optional[type]) -> None:
+        for attr, held in list(namespace.items()):
+            if type(held) in _LOCK_TYPES:
+                if cls is not None:
+                    self._set(cls, attr, _sync.adopt(held))
+                else:
+                    self._saved_items.append((namespace, attr, held))
+                    namespace[attr] = _sync.adopt(held)
 
     def uninstall(self) -> None:
+        while self._saved_items:
+            namespace, key, old = self._saved_items.pop()
+            namespace[key] = old
+        while self._saved_cells:
+            cell, old = self._saved_cells.pop()
+            cell.cell_contents = old
         while self._saved:
             owner, name, old = self._saved.pop()
             if old is _MISSING:
