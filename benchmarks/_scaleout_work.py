@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import sysconfig
@@ -32,12 +33,16 @@ def spin(loops: int) -> int:
 
 
 def calibrate(target_s: float) -> int:
-    """Loops of :func:`spin` that take about ``target_s`` seconds on this interpreter."""
+    """Loops of :func:`spin` that take about ``target_s`` seconds of CPU on this interpreter.
+
+    Timed in CPU time (this thread's), so other processes on a busy machine do not shrink
+    the items.
+    """
     loops = 10_000
     while True:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         spin(loops)
-        took = time.perf_counter() - t0
+        took = time.thread_time() - t0
         if took > 0.02:
             return max(1, int(loops * target_s / took))
         loops *= 4
@@ -138,6 +143,7 @@ def threads_speedup(items: int, rounds: int, item_s: float = 0.05) -> dict[str, 
         "t1_s": statistics.median(ones),
         "t2_s": statistics.median(twos),
         "speedup": statistics.median(ratios),
+        "loadavg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 

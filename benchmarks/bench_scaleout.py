@@ -142,7 +142,7 @@ def test_process_pool_overhead(
             res["ratio"],
             target,
             "<=",
-            f"{WORKERS} processes ({method}), both pools warm",
+            f"{WORKERS} processes ({method}), both pools warm, {_load()}",
         )
     ]
 
@@ -174,7 +174,7 @@ def test_dask_overhead(benchmark: Any, mode: Mode, client: Any, latency_ms: floa
             res["ratio"],
             target,
             "<=",
-            f"LocalCluster, {WORKERS} worker processes x 1 thread",
+            f"LocalCluster, {WORKERS} worker processes x 1 thread, {_load()}",
         )
     ]
 
@@ -214,7 +214,7 @@ def test_cpu_bound_speedup(
     benchmark.extra_info.update(
         items=items, loops=loops, item_s=per_item_s, free_threaded=free, **found
     )
-    note = f"{items} items of ~{per_item_s * 1000:.0f} ms of pure Python"
+    note = f"{items} items of ~{per_item_s * 1000:.0f} ms of pure Python, {_load()}"
     rows = [
         row(f"CPU-bound speedup 1→2 workers, {name}", found[name]["speedup"], 1.8, ">=", note)
         for name in ("processes", "dask")
@@ -241,16 +241,27 @@ def test_cpu_bound_speedup(
 
 
 def _time_one(loops: int) -> float:
-    t0 = time.perf_counter()
+    """CPU seconds of one item's work."""
+    t0 = time.thread_time()
     spin_item(loops)
-    return time.perf_counter() - t0
+    return time.thread_time() - t0
+
+
+def _load() -> str:
+    """The machine's 1-minute load average, for the notes: 2 cores are shared."""
+    return f"load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
 
 
 def _free_threaded(items: int, rounds: int) -> dict[str, Any]:
-    """The threads figure under ``$PARABATCH_PY313T``, or why it was not measured."""
-    python = os.environ.get("PARABATCH_PY313T", "")
+    """The threads figure on free-threaded 3.13t, or why it was not measured.
+
+    The interpreter of ``tox -e py313t``'s environment if it exists (it has parabatch's
+    dependencies), else ``$PARABATCH_PY313T``.
+    """
+    tox_env = ROOT / ".tox" / "py313t" / "bin" / "python"
+    python = str(tox_env) if tox_env.exists() else os.environ.get("PARABATCH_PY313T", "")
     if not python:
-        return {"note": "not measured: PARABATCH_PY313T is not set"}
+        return {"note": "not measured: PARABATCH_PY313T is not set, no .tox/py313t"}
     if not os.access(python, os.X_OK):
         return {"note": f"not measured: PARABATCH_PY313T={python} is not an executable"}
     env = dict(
@@ -268,7 +279,9 @@ def _free_threaded(items: int, rounds: int) -> dict[str, Any]:
         found["note"] = f"{python} ran with the GIL enabled: not a free-threaded figure"
         found.pop("speedup", None)
     else:
-        found["note"] = f"{items} items, Python {found['python']} free-threaded"
+        found["note"] = (
+            f"{items} items, Python {found['python']} free-threaded, load {found['loadavg']:.1f}"
+        )
     return found
 
 

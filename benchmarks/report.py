@@ -3,8 +3,8 @@
 Usage::
 
     PYTHONPATH=src python -m pytest -p no:xdist -p no:parabatch -p no:cacheprovider \\
-        -o python_files='bench_*.py' benchmarks --benchmark-json=reports/bench-raw.json
-    python benchmarks/report.py reports/bench-raw.json --out reports [--compare old/bench.json]
+        -o python_files='bench_*.py' benchmarks --benchmark-json=.tox/bench-raw.json
+    python benchmarks/report.py .tox/bench-raw.json --out reports [--compare old/bench.json]
 
 Every ratio is taken against the floor (a bare ``ThreadPoolExecutor.map``) or PocketFlow's
 ``BatchNode`` measured in the same run, as the median of per-round ratios; every other
@@ -683,10 +683,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
 
 def judged_figure(res: dict[str, Any]) -> Any:
-    """The judged figures as shares of their limits: one bar each, the limit at 1.
+    """The judged figures as shares of their limits, on a log axis with the limit at 1.
 
-    One series: a bar per target (green PASS, red FAIL) at measured ÷ limit, its IQR as a
-    whisker, its measured value and limit written beside it; references are not plotted.
+    One series: a dot per target (green PASS, red FAIL) at measured ÷ limit (limit ÷
+    measured where higher is better), its IQR as a whisker; the measured value and the
+    limit are written in a column on the right. References are not plotted.
     """
     import matplotlib
 
@@ -694,39 +695,44 @@ def judged_figure(res: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
     judged = [t for t in res["targets"] if t["kind"] == "target" and t["limit"]]
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * max(len(judged), 1)), dpi=110)
-    names, shares, errors, colours = [], [], [], []
+    shares, spans, colours = [], [], []
     for t in judged:
         inverse = t["better"] == "higher"
         share = t["limit"] / t["value"] if inverse else t["value"] / t["limit"]
         lo, hi = t.get("iqr") or (t["value"], t["value"])
-        if inverse:
-            lo, hi = t["limit"] / hi, t["limit"] / lo
-        else:
-            lo, hi = lo / t["limit"], hi / t["limit"]
-        names.append(t["target"])
+        lo, hi = (
+            (t["limit"] / hi, t["limit"] / lo) if inverse else (lo / t["limit"], hi / t["limit"])
+        )
         shares.append(share)
-        errors.append((max(share - lo, 0.0), max(hi - share, 0.0)))
+        spans.append((lo, hi))
         colours.append("#2e7d32" if t["verdict"] == "PASS" else "#c62828")
+    positive = [x for x in [*shares, *(v for span in spans for v in span)] if x > 0]
+    left = min([0.5, *positive]) / 1.5
+    right = max([2.0, *positive]) * 1.5
+    fig, ax = plt.subplots(figsize=(10, 1.3 + 0.42 * max(len(judged), 1)), dpi=110)
     ys = list(range(len(judged)))[::-1]
-    ax.barh(ys, shares, color=colours, height=0.6, xerr=list(zip(*errors)) or None)
+    lows = [share - max(lo, left) for share, (lo, _) in zip(shares, spans)]
+    highs = [max(hi, share) - share for share, (_, hi) in zip(shares, spans)]
+    if judged:
+        ax.errorbar(shares, ys, xerr=[lows, highs], fmt="none", ecolor="0.45", capsize=3)
+        ax.scatter(shares, ys, c=colours, s=55, zorder=3)
     ax.axvline(1.0, color="black", linewidth=1)
-    for y, share, t in zip(ys, shares, judged):
-        unit = t["unit"]
-        ax.text(
-            share,
-            y,
-            f"  {_value(t['value'], unit)} (limit {_value(t['limit'], unit)})",
+    for y, t in zip(ys, judged):
+        ax.annotate(
+            f"{_value(t['value'], t['unit'])}, limit {_value(t['limit'], t['unit'])}",
+            xy=(1.02, y),
+            xycoords=("axes fraction", "data"),
             va="center",
             fontsize=8,
         )
+    ax.set_xscale("log")
+    ax.set_xlim(left, right)
+    ax.set_ylim(-0.7, len(judged) - 0.3)
     ax.set_yticks(ys)
-    ax.set_yticklabels(names, fontsize=8)
-    right = max([*shares, 1.0]) * 1.45
-    ax.set_xlim(0, right)
-    ax.set_xlabel("measured ÷ limit (below 1 meets the target; whiskers: IQR)")
+    ax.set_yticklabels([t["target"] for t in judged], fontsize=8)
+    ax.set_xlabel("measured ÷ limit, log scale (left of 1 meets the target; whiskers: IQR)")
     ax.set_title("Judged figures against their targets (green PASS, red FAIL)", fontsize=10)
-    ax.grid(True, axis="x", alpha=0.3)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     return fig
 

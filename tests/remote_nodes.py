@@ -209,3 +209,15 @@ class Put(Node):
         shared["v"] = exec_res
         shared[CALLS_KEY].append({"child": exec_res, "tokens": 1})
         return str(self.params.get("action", "default"))
+
+
+class Die(Node):
+    """Ends its worker process on ``params["die_on"]``, as a crash or the OOM killer would."""
+
+    def prep(self, shared: Any) -> Any:
+        return shared["item"]
+
+    def exec(self, item: Any) -> Any:
+        if item == self.params.get("die_on"):
+            os._exit(3)
+        return item

@@ -168,19 +168,21 @@ def test_the_plot_is_one_series_of_judged_figures_against_their_limits(
     report: ModuleType,
 ) -> None:
     pyplot = pytest.importorskip("matplotlib.pyplot")  # in the bench extra
-    from matplotlib.container import BarContainer
+    from matplotlib.collections import PathCollection
 
-    res = report.analyse(raw())
+    res = report.analyse(raw(plugin_with_s=0.240))
     judged = [t for t in res["targets"] if t["kind"] == "target"]
     fig = report.judged_figure(res)
     try:
         (ax,) = fig.axes
-        (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]  # one series
-        assert len(bars.patches) == len(judged)
+        (dots,) = [c for c in ax.collections if isinstance(c, PathCollection)]  # one series
         assert ax.get_legend() is None
+        assert ax.get_xscale() == "log"
         ticks = sorted(zip(ax.get_yticks(), ax.get_yticklabels()), key=lambda t: -t[0])
         assert [label.get_text() for _, label in ticks] == [t["target"] for t in judged]
         shares = [t["value"] / t["limit"] for t in judged]
-        assert [b.get_width() for b in bars.patches] == pytest.approx(shares)
+        assert [x for x, _ in dots.get_offsets()] == pytest.approx(shares)
+        low, high = ax.get_xlim()
+        assert low < min(shares) and max(shares) < high  # every dot in view
     finally:
         pyplot.close(fig)

@@ -19,6 +19,7 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -44,7 +45,7 @@ from parabatch.executors import (
 from parabatch.workflow._cli import main as cli_main
 
 from .nodes import chain
-from .remote_nodes import FileTracker, LockError, LockResult, Put, Step, TwoArgError
+from .remote_nodes import Die, FileTracker, LockError, LockResult, Put, Step, TwoArgError
 
 Factory = Optional[Callable[[int], Any]]
 
@@ -466,3 +467,39 @@ def test_cli_unreachable_scheduler_exits_2(tmp_path: Path) -> None:
         code, _, err = _cli(tmp_path, "--executor", "dask=tcp://127.0.0.1:9")
     assert code == 2
     assert err.startswith("parabatch: --executor dask=tcp://127.0.0.1:9: ")
+
+
+def test_a_worker_that_dies_fails_the_run_and_the_pool_recovers(tracker: FileTracker) -> None:
+    with process_executor(2) as pool:
+        node = Die()
+        node.params = {"die_on": 1}
+        with pytest.raises(BrokenProcessPool):
+            PflowBatchNode(node, "n", {"items": [0, 1, 2], "parallel": True}, executor=pool).run({})
+        run_clean(pool, tracker)
+
+
+def test_dask_collector_failure_fails_the_run_instead_of_hanging(
+    dask_client: Any, tracker: FileTracker
+) -> None:
+    factory = dask_executor(dask_client)
+
+    class Broken:
+        def add(self, task: Any) -> None:
+            pass
+
+        def __next__(self) -> Any:
+            raise RuntimeError("the scheduler went away")
+
+    def make(n: int) -> Any:
+        executor = factory(n)
+        bind = executor.bind
+
+        def broken_bind(work: Any) -> None:
+            bind(work)
+            executor._completed = Broken()
+
+        executor.bind = broken_bind  # type: ignore[method-assign]
+        return executor
+
+    with pytest.raises(RuntimeError, match="the scheduler went away"):
+        batch(Step(tracker), {"items": [1, 2, 3]}, make).run({})

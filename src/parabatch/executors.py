@@ -43,6 +43,7 @@ import multiprocessing
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -361,6 +362,7 @@ class DaskItemExecutor(Executor):
         self._closed = False
         self._completed: Any = None
         self._pump: Optional[threading.Thread] = None
+        self._broken: Optional[BaseException] = None
 
     def bind(self, work: Any) -> None:
         """Scatter ``work`` to every worker once; refuse it if it cannot travel or load."""
@@ -410,6 +412,9 @@ class DaskItemExecutor(Executor):
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._broken is not None:
+                outer.fail(self._broken)
+                return outer
             if len(self._sent) < self._window:
                 self._send(outer)
             else:
@@ -447,6 +452,20 @@ class DaskItemExecutor(Executor):
 
     def _collect(self) -> None:
         """Resolve each item's future as its task finishes; send the next queued item."""
+        try:
+            self._collect_until_closed()
+        except BaseException as exc:
+            # The machinery broke (the client closed, the scheduler went away): every item
+            # still waiting fails with it, rather than leaving the run waiting forever.
+            with self._lock:
+                self._broken = exc
+                waiting = [*self._sent.values(), *self._queued]
+                self._sent.clear()
+                self._queued.clear()
+            for outer in waiting:
+                outer.fail(exc)
+
+    def _collect_until_closed(self) -> None:
         while True:
             with self._lock:
                 while not self._sent and not self._closed:
@@ -456,6 +475,7 @@ class DaskItemExecutor(Executor):
             try:
                 task, result = next(self._completed)
             except StopIteration:
+                time.sleep(0.001)  # between a task's send and its tracking: look again
                 continue
             with self._lock:
                 outer = self._sent.pop(task, None)
