@@ -154,12 +154,12 @@ class ItemWork(_Unit):
 
     def record_usage(self, index: int, store: dict[str, Any]) -> tuple[Any, ...]:
         """Add the item's ``llm_usage`` record to the store's call log; return what was added."""
+        namespace = store.get(self.node_id)
+        root = store.get("llm_usage")
+        if root is None and type(namespace) is dict and namespace.get("llm_usage") is None:
+            return ()  # the common case of no usage, without the general lookup
         record = usage_record(
-            store.get(self.node_id),
-            self.node_id,
-            index,
-            root=store.get("llm_usage"),
-            root_stale=self.base.get("llm_usage"),
+            namespace, self.node_id, index, root=root, root_stale=self.base.get("llm_usage")
         )
         if record is None:
             return ()

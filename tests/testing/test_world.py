@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import platform
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
@@ -525,3 +526,29 @@ def test_every_patch_is_gone_after_the_check() -> None:
     }
     assert now == _ORIGINALS
     assert not isinstance(RefusedFailure, str)
+
+
+def test_two_threads_importing_one_module_is_no_false_blocked(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module body runs under its import lock, a real lock: a point inside it would park
+    # the importer holding that lock and block the other importer for real.
+    (tmp_path / "lazily_imported.py").write_text(
+        "REGISTRY = {}\nfor i in range(3):\n    REGISTRY[i] = i * 2\nVALUE = REGISTRY[2]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def fn() -> None:
+        out: list[int] = []
+
+        def work() -> None:
+            import lazily_imported
+
+            out.append(lazily_imported.VALUE)
+
+        _both(work)
+        sys.modules.pop("lazily_imported", None)
+        assert out == [4, 4], out
+
+    result = check_dfs(fn, raise_on_failure=False)
+    assert result.ok and result.exhausted, str(result)

@@ -200,10 +200,7 @@ def make_tracer(
     opcodes = _OPCODES_TRACEABLE
 
     def wanted(code: CodeType) -> bool:
-        if paths is None:
-            return is_user_file(code.co_filename)
-        fn = os.path.normcase(os.path.abspath(code.co_filename))
-        return fn in paths[0] or fn.startswith(paths[1])
+        return _wanted(code, paths)
 
     def global_(frame: FrameType, event: str, arg: Any) -> Any:
         code = frame.f_code
@@ -240,6 +237,8 @@ class _Monitor:
 
 
 def _wanted(code: CodeType, paths: Optional[tuple[frozenset[str], tuple[str, ...]]]) -> bool:
+    if code.co_name == "<module>":
+        return False  # a module body runs under its import lock, a real lock: no points
     if paths is None:
         return is_user_file(code.co_filename)
     fn = os.path.normcase(os.path.abspath(code.co_filename))
