@@ -380,7 +380,9 @@ def test_group_fail_fast_lowest_index_and_successes_merged(executor: Factory) ->
     with pytest.raises(ValueError, match="child 2 failed"):
         ParallelGroupNode(children, "g", max_concurrent=3, executor=executor).run(shared)
     assert shared["a"] == {"v": 1} and "b" not in shared
-    assert [e["index"] for e in shared["g"]["errors"]] == [1, 2]
+    # Child 2 may not have started when child 1's failure was seen (a pool of two
+    # processes queues the third child): cancelled then, it has no error record.
+    assert [e["index"] for e in shared["g"]["errors"]] in ([1], [1, 2])
     assert [c["child"] for c in shared[CALLS_KEY]] == [1]
 
 
@@ -441,6 +443,8 @@ def _cli(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
 
 @pytest.mark.parametrize("spec", ["processes", "dask"])
 def test_cli_executor_gives_what_threads_give(tmp_path: Path, spec: str) -> None:
+    if spec == "dask":
+        pytest.importorskip("distributed")
     code, threads, _ = _cli(tmp_path, "--executor", "threads")
     assert code == 0
     code, other, err = _cli(tmp_path, "--executor", spec)

@@ -139,7 +139,11 @@ class _CopylessGroupNode(ParallelGroupNode):
 
 
 class CopylessGroup(GroupAsBatch):
-    """Negative control: a group that runs its children without copying them."""
+    """Negative control: a group that runs its children without copying them.
 
-    catches = "params"
+    Every child runs on the one chain object, so one child's writes on it (and its params
+    swap) reach the others; the isolation property sees the writes first.
+    """
+
+    catches = "isolation"
     group_class = _CopylessGroupNode
