@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable
@@ -648,3 +649,64 @@ def test_one_group_in_two_threads_at_once() -> None:
     for t in threads:
         t.join(SAFETY_S)
     assert [s.get("seen") for s in stores] == ["a", "b"]
+
+
+class NeverNotifies(Executor):
+    """One worker thread; a cancelled future is skipped without being marked done."""
+
+    _max_workers = 1
+
+    def __init__(self, n: int) -> None:
+        self.queue: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self.cond:
+            self.queue.append((future, fn, args))
+            self.cond.notify()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: self.queue or self.closed)
+                if not self.queue:
+                    return
+                future, fn, args = self.queue.pop(0)
+            if future.cancelled():
+                continue  # never set_running_or_notify_cancel: stays CANCELLED, not done
+            future.set_running_or_notify_cancel()
+            future.set_result(fn(*args))
+            time.sleep(0.2)  # a slow worker: what is queued behind a failure gets cancelled
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+
+
+def test_fail_fast_does_not_wait_for_a_cancelled_future_the_executor_never_marks_done() -> None:
+    shared: dict[str, Any] = {}
+    node = PflowBatchNode(
+        chain(Work(Tracker(), fail={0: 9})),
+        "n",
+        {"items": [0, 1, 2, 3], "parallel": True, "max_concurrent": 1},
+        executor=NeverNotifies,
+    )
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            node.run(shared)
+        except BaseException as exc:
+            raised.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(SAFETY_S)
+    assert not runner.is_alive(), "the batch waits for a future that will never be done"
+    assert isinstance(raised[0], ValueError) and shared["n"]["batch_metadata"]["aborted"]

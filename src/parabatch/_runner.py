@@ -406,8 +406,10 @@ def run_parallel(
                 collect(fut.result())  # re-raises a worker's BaseException, by design
                 if stop_on_failure and not stopping and failed():
                     stopping = True
-                    for other in pending:
-                        other.cancel()
+                    # A cancelled future will never run; some executors never mark it
+                    # done either, so it must not be waited for.
+                    for other in [f for f in pending if f.cancel()]:
+                        del pending[other]
     except BaseException:
         stop.is_set = True
         for fut in pending:
