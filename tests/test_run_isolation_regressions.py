@@ -263,7 +263,10 @@ def test_ctrl_c_keeps_the_finished_results(parallel: bool) -> None:
 
 
 _INTERRUPT_MAIN_SCRIPT = """
-import _thread, threading, time
+import _thread, signal, threading, time
+# A runner's worker may ignore SIGINT, and a child inherits that: Python then installs no
+# handler and interrupt_main does nothing. Ctrl-C as a terminal user has it:
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pocketflow import Node
 from parabatch import NamespacedNodeWrapper, PflowBatchNode
 
