@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from ._clone import clone
 from ._errors import UncopyableNodeError
@@ -29,16 +29,20 @@ def isolate(node: T) -> T:
     return clone(node)
 
 
-def _children(obj: Any) -> list[tuple[str, Any]]:
-    """(label, child) pairs to search when a deep copy fails."""
+def _children(obj: Any, *, into_shared: bool = False) -> list[tuple[str, Any]]:
+    """(label, child) pairs to search when copying (or pickling) ``obj`` fails.
+
+    A :class:`Shared` is not copied, so a copy search stops there; ``into_shared`` looks
+    inside it (a process still needs its own copy of what it wraps).
+    """
     if isinstance(obj, Shared):
-        return []
+        return [(".value", obj.value)] if into_shared else []
     if isinstance(obj, dict):
         return [(f"[{k!r}]", v) for k, v in obj.items()]
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [(f"[{i}]", v) for i, v in enumerate(obj)]
     out: list[tuple[str, Any]] = []
-    if hasattr(obj, "__dict__"):
+    with contextlib.suppress(TypeError):
         out.extend((f".{k}", v) for k, v in vars(obj).items())
     for cls in type(obj).__mro__:
         for slot in getattr(cls, "__slots__", ()):
@@ -46,6 +50,42 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
                 with contextlib.suppress(AttributeError):
                     out.append((f".{slot}", object.__getattribute__(obj, slot)))
     return out
+
+
+def find_culprit(
+    obj: Any,
+    name: str,
+    error_of: Callable[[Any], Optional[BaseException]],
+    *,
+    into_shared: bool = False,
+) -> Optional[tuple[str, Any, BaseException]]:
+    """The innermost ``(path, object, error)`` for which ``error_of`` fails, or ``None``.
+
+    Descends from ``obj`` (called ``name``) into the first child that fails too, so the
+    path names the attribute to fix rather than the whole chain.
+    """
+    exc = error_of(obj)
+    if exc is None:
+        return None
+    path, culprit, seen = name, obj, {id(obj)}
+    descended = True
+    while descended:
+        descended = False
+        for label, child in _children(culprit, into_shared=into_shared):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            child_exc = error_of(child)
+            if child_exc is not None:
+                path, culprit, exc, descended = path + label, child, child_exc, True
+                break
+    return path, culprit, exc
+
+
+def type_name(obj: Any) -> str:
+    """``module.Qualname`` of ``obj``'s type, without ``builtins.``."""
+    kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    return kind.removeprefix("builtins.")
 
 
 def _copy_error(obj: Any) -> BaseException | None:
@@ -74,23 +114,11 @@ def check_copyable(node: Any, name: str = "inner_node") -> None:
         ...     print(e.path, e.kind)
         inner_node.client['lock'] _thread.lock
     """
-    exc = _copy_error(node)
-    if exc is None:
+    found = find_culprit(node, name, _copy_error)
+    if found is None:
         return
-    path, culprit, seen = name, node, {id(node)}
-    descended = True
-    while descended:
-        descended = False
-        for label, child in _children(culprit):
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            child_exc = _copy_error(child)
-            if child_exc is not None:
-                path, culprit, exc, descended = path + label, child, child_exc, True
-                break
-    kind = f"{type(culprit).__module__}.{type(culprit).__qualname__}"
-    kind = kind.removeprefix("builtins.")
+    path, culprit, exc = found
+    kind = type_name(culprit)
     raise UncopyableNodeError(
         f"cannot deep-copy {path} ({kind}): {type(exc).__name__}: {exc}. "
         "A parallel batch runs each item on its own deep copy of the node chain. "

@@ -25,8 +25,8 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Optional, Union
 
 from ._errors import ParabatchError, UncopyableNodeError
+from ._isolation import find_culprit, type_name
 from ._runner import ItemOutcome
-from ._shared import Shared
 
 __all__ = [
     "RemoteFuture",
@@ -108,50 +108,9 @@ def _pickle_error(obj: Any) -> Optional[BaseException]:
     return None
 
 
-def _children(obj: Any) -> list[tuple[str, Any]]:
-    """(label, child) pairs to search when pickling ``obj`` fails."""
-    if isinstance(obj, Shared):
-        # Shared keeps an object from being copied between items; a process still needs
-        # its own copy of it, so what it wraps must pickle.
-        return [(".value", obj.value)]
-    if isinstance(obj, dict):
-        return [(f"[{k!r}]", v) for k, v in obj.items()]
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [(f"[{i}]", v) for i, v in enumerate(obj)]
-    out: list[tuple[str, Any]] = []
-    with contextlib.suppress(TypeError):
-        out.extend((f".{k}", v) for k, v in vars(obj).items())
-    for cls in type(obj).__mro__:
-        for slot in getattr(cls, "__slots__", ()):
-            if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
-                with contextlib.suppress(AttributeError):
-                    out.append((f".{slot}", object.__getattribute__(obj, slot)))
-    return out
-
-
 def find_unpicklable(obj: Any, name: str) -> tuple[str, Any, BaseException] | None:
     """The innermost (path, object, error) that makes pickling ``obj`` fail, or None."""
-    exc = _pickle_error(obj)
-    if exc is None:
-        return None
-    path, culprit, seen = name, obj, {id(obj)}
-    descended = True
-    while descended:
-        descended = False
-        for label, child in _children(culprit):
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            child_exc = _pickle_error(child)
-            if child_exc is not None:
-                path, culprit, exc, descended = path + label, child, child_exc, True
-                break
-    return path, culprit, exc
-
-
-def _kind(obj: Any) -> str:
-    kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
-    return kind.removeprefix("builtins.")
+    return find_culprit(obj, name, _pickle_error, into_shared=True)
 
 
 def pickle_work(work: Any, parts: list[tuple[str, Any]]) -> bytes:
@@ -177,7 +136,7 @@ def pickle_work(work: Any, parts: list[tuple[str, Any]]) -> bytes:
         ("work", work, first),
     )
     path, culprit, cause = found
-    kind = _kind(culprit)
+    kind = type_name(culprit)
     raise UncopyableNodeError(
         f"cannot send {path} ({kind}) to a worker process: {type(cause).__name__}: {cause}. "
         "A process or dask executor pickles the node chain and the shared store once per "
@@ -253,7 +212,7 @@ def load(run_id: str, source: Source) -> Any:
 def describe_failure(exc: BaseException) -> tuple[str, str, str]:
     """(qualified type, message, formatted traceback) of an exception, all plain text."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return _kind(exc), str(exc), text
+    return type_name(exc), str(exc), text
 
 
 def probe(run_id: str, source: Source) -> Optional[tuple[str, str, str]]:
@@ -313,7 +272,7 @@ def _pack(outcome: ItemOutcome) -> bytes:
         calls = outcome.calls if name == "result" and _pickle_error(outcome.calls) is None else ()
         error = RemoteItemError(
             "parabatch.UntravelableResult",
-            f"item {outcome.index}: {path} ({_kind(culprit)}) cannot be sent back from the "
+            f"item {outcome.index}: {path} ({type_name(culprit)}) cannot be sent back from the "
             f"worker: {type(exc).__name__}: {exc}",
             "",
             "an item's result and call records must pickle to come back from a worker",
