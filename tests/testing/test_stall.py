@@ -189,7 +189,7 @@ def test_a_socket_read_is_reported_at_once_with_its_call_site(
 @linux_only
 def test_time_sleep_through_an_uncontrolled_alias_is_reported_with_its_call_site() -> None:
     def sleeps_for_real() -> None:
-        _OUTSIDE.pause(2.0)
+        _OUTSIDE.pause(3.0)  # long enough for a loaded supervisor to sample it twice
 
     with pytest.raises(BlockedFailure) as info:
         check_random(sleeps_for_real, iterations=1, seed=0, stall_timeout=60)
