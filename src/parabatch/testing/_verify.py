@@ -471,16 +471,12 @@ def shrink(
         >>> "FORBIDDEN ordering" in ce.message, ce.preemptions <= 2
         (True, True)
     """
-    try:
-        from hypothesis import HealthCheck, find, settings
-    except ImportError as exc:  # an optional dependency: say which extra brings it
-        raise ModuleNotFoundError(
-            "shrink() needs Hypothesis: pip install 'parabatch[hypothesis]'", name="hypothesis"
-        ) from exc
+    from ._hypothesis import require_hypothesis, schedules
+
+    require_hypothesis("shrink()")
+    from hypothesis import HealthCheck, find, settings
     from hypothesis import strategies as st
     from hypothesis.errors import NoSuchExample
-
-    from ._hypothesis import schedules
 
     traced = _trace_modules(factory, trace)
 
