@@ -136,6 +136,28 @@ def test_a_holder_asleep_and_never_woken_is_reported_within_the_window(
     assert kernel.samples < kernel.open_after
 
 
+def test_a_holder_never_woken_while_another_thread_computes_waits_the_full_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Asleep and never woken, but another thread of the process ran all the while: it may
+    # hold what the holder waits for, so the half-second window does not apply.
+    kernel = FakeKernel("S", tick=0.1, others=0.1)
+    result = run(kernel, monkeypatch)
+    assert result.ok, str(result)
+    assert kernel.samples >= kernel.open_after
+
+
+def test_a_holder_never_woken_for_the_full_limit_is_blocked_whoever_computes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kernel = FakeKernel("S", tick=0.1, others=0.1, open_after=40)
+    result = run(kernel, monkeypatch)
+    failure = result.failure
+    assert failure is not None and failure.kind == "blocked", str(result)
+    assert "blocked in the kernel (asleep, not woken once in 2.0 s)" in failure.message
+    assert kernel.samples < kernel.open_after
+
+
 def test_a_holder_that_polls_with_real_sleeps_is_reported_on_its_own_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

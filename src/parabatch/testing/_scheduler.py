@@ -923,11 +923,14 @@ class _StallJudge:
       ``limit``. A thread waiting for a CPU or for the GIL accrues none, and a runnable
       holder (state R) is never judged on anything else.
     - **Asleep and never woken.** The holder is asleep in the kernel (S or D) and has not
-      been put on a CPU once for ``window`` seconds: it waits on a lock, a socket, a sleep
-      the scheduler does not control. A thread waiting for the GIL cannot look like this:
-      the interpreter's GIL wait is timed (``sys.getswitchinterval()``, 5 ms), so such a
-      thread wakes many times per window, and the window is kept well above that interval.
-      A thread woken but starved of CPU shows R, or counts a run once it got one.
+      been put on a CPU once for ``window`` seconds while the rest of the process was
+      mostly idle: it waits on a lock, a socket, a sleep the scheduler does not control.
+      A thread waiting for the GIL cannot look like this: the interpreter's GIL wait is
+      timed (``sys.getswitchinterval()``, 5 ms), so such a thread wakes many times per
+      window, and the window is kept well above that interval. A thread woken but starved
+      of CPU shows R, or counts a run once it got one. If another thread of the process
+      was busy for half the span or more (it may hold what the holder waits for), the
+      holder must stay unwoken for ``limit`` seconds instead.
     - **Its own time.** Anything else (a loop polling with short real sleeps): the wall
       time between samples at which the holder is asleep, less the time it waited for a
       CPU and less the time every other thread of the process ran or waited for a CPU
@@ -947,7 +950,8 @@ class _StallJudge:
     def reset(self) -> None:
         self.start: Optional[float] = None
         self.base: Optional[TaskSample] = None  # the holder when the pause was first seen
-        self.asleep: Optional[tuple[float, TaskSample]] = None  # since when, unchanged
+        # Since when the holder is asleep and unchanged, and the others' busy time then.
+        self.asleep: Optional[tuple[float, TaskSample, float]] = None
         self.last: Optional[tuple[float, TaskSample, Optional[float]]] = None
         self.blame = 0.0
 
@@ -968,12 +972,17 @@ class _StallJudge:
             self.asleep = None
             self.last = (now, task, None)
             return None  # running, or runnable and waiting for a CPU
+        others = _busy_others(native_id)
         asleep = self.asleep
         if asleep is None or asleep[1][1:] != task[1:]:
-            self.asleep = (now, task)
-        elif now - asleep[0] >= self.window:
-            return f"is blocked in the kernel (asleep, not woken once in {now - asleep[0]:.1f} s)"
-        others = _busy_others(native_id)
+            self.asleep = (now, task, others)
+        else:
+            span = now - asleep[0]
+            # Another thread busy meanwhile may be what it waits for (a GIL whose waits are
+            # not timed, a stop-the-world pause): then never woken for the full limit.
+            quiet = others - asleep[2] < span / 2
+            if span >= (self.window if quiet else max(self.window, self.limit)):
+                return f"is blocked in the kernel (asleep, not woken once in {span:.1f} s)"
         last = self.last
         self.last = (now, task, others)
         if last is not None and last[2] is not None:
