@@ -873,7 +873,6 @@ class TaskSample(NamedTuple):
 # The supervisor's clock and its view of the kernel, module-level so that tests can stand in
 # for a loaded machine without loading it.
 _supervisor_clock = time.monotonic
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _read_task(native_id: Optional[int]) -> Optional[TaskSample]:
