@@ -9,8 +9,10 @@ number of samples: the run then ends, and whether a verdict came first is the re
 
 from __future__ import annotations
 
+import io
 import socket
 import sys
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -46,7 +48,7 @@ class FakeKernel:
         self.open_after, self.tick, self.shown = open_after, tick, shown
         self.samples = 0
         self.now = 0.0
-        self.total = [0.0, 0.0, 0, 0.0]  # cpu, wait, runs, others
+        self.total = [0.0, 0.0, 1, 0.0]  # cpu, wait, runs (it ran once, to start), others
         self.gate = _scheduler._real_lock()
         self.gate.acquire()
 
@@ -180,6 +182,28 @@ def test_without_proc_wall_time_is_the_limit(monkeypatch: pytest.MonkeyPatch) ->
 
 
 # ------------------------------------------------------------------- the real kernel
+
+
+@linux_only
+def test_the_kernel_shows_the_calling_thread_running_with_its_accounting() -> None:
+    sample = _scheduler._read_task(threading.get_native_id())
+    assert sample is not None
+    assert sample.state == "R" and sample.runs >= 1 and sample.cpu > 0
+
+
+def test_a_kernel_that_shows_no_accounting_leaves_the_wall_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Some sandboxes show the files with zeros: nothing there can be judged on.
+    files = {"stat": b"7 (python) S 1 7 7 0 -1 0", "schedstat": b"0 0 0\n"}
+
+    def fake_open(path: str, mode: str = "r") -> io.BytesIO:
+        return io.BytesIO(files[path.rsplit("/", 1)[1]])
+
+    monkeypatch.setattr(_scheduler, "open", fake_open, raising=False)
+    assert _scheduler._read_task(7) is None
+    files["schedstat"] = b"2000000000 500000000 42\n"
+    assert _scheduler._read_task(7) == TaskSample("S", 2.0, 0.5, 42)
 
 
 @linux_only

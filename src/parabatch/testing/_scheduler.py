@@ -888,8 +888,8 @@ def _read_task(native_id: Optional[int]) -> Optional[TaskSample]:
     except (OSError, ValueError):
         return None  # no /proc (not Linux), or a kernel without scheduler statistics
     fields = raw[raw.rfind(")") + 2 :].split()
-    if not fields:
-        return None
+    if not fields or runs == 0:
+        return None  # a thread that ran was put on a CPU: zeros mean no accounting shown
     return TaskSample(fields[0], cpu_ns / 1e9, wait_ns / 1e9, runs)
 
 
