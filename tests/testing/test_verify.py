@@ -109,6 +109,14 @@ def no_copy_counterexample() -> Counterexample:
     return report.counterexamples[0]
 
 
+def test_trace_true_makes_the_per_item_code_points_too(
+    no_copy_counterexample: Counterexample,
+) -> None:
+    # The core's workers run parabatch._work: its lines are in the trace and the replay.
+    assert "_work.py:" in no_copy_counterexample.trace
+    assert "trace=['parabatch.testing.broken', 'parabatch._work']" in no_copy_counterexample.replay
+
+
 def test_a_report_prints_its_first_counterexample(no_copy_counterexample: Counterexample) -> None:
     ce = no_copy_counterexample
     report = verify_batch_node(NoCopy, budget=30, seed=1)
