@@ -114,6 +114,18 @@ def test_a_holder_waiting_for_the_gil_held_by_a_computing_thread_is_not_blocked(
     assert kernel.samples >= kernel.open_after
 
 
+def test_a_holder_asleep_while_others_keep_busy_is_reported_at_the_backstop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every sleep excused as a possible wait for the busy threads, for ever: no stall.
+    kernel = FakeKernel("S", cpu=0.0001, runs=200, others=5.0, tick=5.0, open_after=20)
+    result = run(kernel, monkeypatch)
+    failure = result.failure
+    assert failure is not None and failure.kind == "blocked", str(result)
+    assert "made no progress for 60 s of wall time, asleep while other threads" in (failure.message)
+    assert kernel.samples < kernel.open_after
+
+
 def test_a_holder_that_computes_is_reported_after_stall_timeout_of_cpu_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
