@@ -62,6 +62,7 @@ def test_the_core_passes_dfs_with_tracing_under_a_cap() -> None:
     assert report.exhausted is False  # capped: traced lines make the space large
 
 
+@pytest.mark.slow
 def test_dfs_certifies_the_core_within_two_preemptions() -> None:
     # Without tracing the only scheduling points are the calls, submits, waits and locks:
     # every schedule of the default scenarios within two preemptions is run.
