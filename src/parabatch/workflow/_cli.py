@@ -451,8 +451,9 @@ def main(
 
     On Ctrl-C (``KeyboardInterrupt``) every running shell command's process group is
     killed (with ``--executor processes`` the worker processes are stopped, and the
-    commands their items started), what finished is written as usual, and the code is 130; ``python -m
-    parabatch`` then exits at once, without waiting for items still running.
+    commands their items started), what finished is written as usual, and the code is
+    130; ``python -m parabatch`` then exits at once, without waiting for items still
+    running.
 
     Example:
         >>> import io, json, tempfile, os
