@@ -711,11 +711,14 @@ def judged_figure(res: dict[str, Any]) -> Any:
     right = max([2.0, *positive]) * 1.5
     fig, ax = plt.subplots(figsize=(10, 1.3 + 0.42 * max(len(judged), 1)), dpi=110)
     ys = list(range(len(judged)))[::-1]
-    lows = [share - max(lo, left) for share, (lo, _) in zip(shares, spans)]
-    highs = [max(hi, share) - share for share, (_, hi) in zip(shares, spans)]
+    # On a log axis a share at or below zero (a difference of noisy medians) sits at the
+    # left edge; a median outside its own spread gets no bar on that side.
+    shown = [max(share, left) for share in shares]
+    lows = [max(0.0, x - max(lo, left)) for x, (lo, _) in zip(shown, spans)]
+    highs = [max(0.0, hi - x) for x, (_, hi) in zip(shown, spans)]
     if judged:
-        ax.errorbar(shares, ys, xerr=[lows, highs], fmt="none", ecolor="0.45", capsize=3)
-        ax.scatter(shares, ys, c=colours, s=55, zorder=3)
+        ax.errorbar(shown, ys, xerr=[lows, highs], fmt="none", ecolor="0.45", capsize=3)
+        ax.scatter(shown, ys, c=colours, s=55, zorder=3)
     ax.axvline(1.0, color="black", linewidth=1)
     for y, t in zip(ys, judged):
         ax.annotate(

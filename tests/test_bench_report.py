@@ -186,3 +186,22 @@ def test_the_plot_is_one_series_of_judged_figures_against_their_limits(
         assert low < min(shares) and max(shares) < high  # every dot in view
     finally:
         pyplot.close(fig)
+
+
+@pytest.mark.parametrize("case", ["below zero", "outside its spread"])
+def test_the_plot_takes_a_figure_below_zero_or_outside_its_spread(
+    report: ModuleType, case: str
+) -> None:
+    # A figure that is a difference of two noisy medians (the plugin's added time) can be
+    # below zero, and a median of paired ratios can lie outside their spread: both must
+    # still be drawn, not end the report.
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    res = report.analyse(raw(plugin_with_s=0.150 if case == "below zero" else 0.210))
+    judged = [t for t in res["targets"] if t["kind"] == "target" and t["limit"]]
+    if case == "below zero":
+        assert min(t["value"] for t in judged) < 0
+    else:
+        for t in judged:
+            t["iqr"] = (t["value"] * 1.2, t["value"] * 1.5)
+    fig = report.judged_figure(res)
+    pyplot.close(fig)
