@@ -79,12 +79,15 @@ def _session(controlled: bool, fn: Optional[Callable[..., Any]] = None) -> Itera
             world.install()
             if fn is not None:
                 world.adopt_reachable(fn)
+            _tracing.jit_pause()
         if monitoring:
             _tracing.monitoring_start(_is_managed)
         yield
     finally:
         if monitoring:
             _tracing.monitoring_stop()
+        if controlled:
+            _tracing.jit_resume()
         world.uninstall()
         _scheduler.set_current(None)
         _session_lock.release()
