@@ -479,7 +479,7 @@ def replay(
         ...     assert out == [1, 2], out
         >>> replay(fn, "").ok
         True
-        >>> print(replay(fn, "0x4.2", raise_on_failure=False).failure.message)
+        >>> print(replay(fn, "0x3.2", raise_on_failure=False).failure.message)
         the checked function raised AssertionError: [2, 1]
     """
     opts = _options(trace_modules, stall_timeout, max_steps, True, raise_on_failure)
