@@ -153,7 +153,6 @@ class _ProcessPoolExecutor(ProcessPoolExecutor):
         _adjust_process_count = ProcessPoolExecutor._adjust_process_count_cpython  # type: ignore[attr-defined]
 
 
-
 class ProcessPool:
     """The ``executor=`` factory :func:`process_executor` returns: one pool, many runs.
 

@@ -58,7 +58,9 @@ _session_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _session(controlled: bool, fn: Optional[Callable[..., Any]] = None) -> Iterator[None]:
+def _session(
+    controlled: bool, fn: Optional[Callable[..., Any]] = None, traced: bool = False
+) -> Iterator[None]:
     if not _session_lock.acquire(blocking=False):
         inside = isinstance(_scheduler._current, Runtime) and _scheduler._current.me() is not None
         if inside:
@@ -79,6 +81,7 @@ def _session(controlled: bool, fn: Optional[Callable[..., Any]] = None) -> Itera
             world.install()
             if fn is not None:
                 world.adopt_reachable(fn)
+        if traced:
             _tracing.jit_pause()
         if monitoring:
             _tracing.monitoring_start(_is_managed)
@@ -86,7 +89,7 @@ def _session(controlled: bool, fn: Optional[Callable[..., Any]] = None) -> Itera
     finally:
         if monitoring:
             _tracing.monitoring_stop()
-        if controlled:
+        if traced:
             _tracing.jit_resume()
         world.uninstall()
         _scheduler.set_current(None)
@@ -246,7 +249,8 @@ def _run_check(
     first_at: Optional[int] = None
     per_depth: dict[int, list[int]] = {}
     pool = CarrierPool()
-    with _session(controlled=True, fn=fn), contextlib.closing(pool):
+    traced = opts.trace_paths is None or bool(opts.trace_paths)
+    with _session(controlled=True, fn=fn, traced=traced), contextlib.closing(pool):
         for _ in range(iterations):
             if not strategy.new_execution():
                 break
