@@ -326,10 +326,11 @@ class StressReport:
             "",
             "## Negative controls",
             "",
-            "Each known-broken subject must be caught in every seed. Random and PCT: one "
-            "search per seed, at most 200 schedules each; median and max schedules to the "
-            "first FORBIDDEN outcome. DFS: schedules until the first FORBIDDEN outcome over "
-            "the certificate scenarios. Free threads: share of runs showing a FORBIDDEN "
+            "Each known-broken subject must be caught in every seed by the property it "
+            "breaks (*must fail*). Random and PCT: one search per seed, at most 200 "
+            "schedules each; median and max schedules until that property flags a run "
+            "(another may flag one first). DFS: schedules until that property flags a run "
+            "over the certificate scenarios. Free threads: share of runs showing a FORBIDDEN "
             "outcome with real threads and no scheduler (`check_stress`), without and with "
             "`time.sleep(0)` at the scheduling points.",
             "",

@@ -10,8 +10,8 @@ from conftest import progress, scaled
 from parabatch.testing import GroupAsBatch, Scenario, detection, verify_batch_node
 from parabatch.testing.broken import BROKEN_GROUP_SUBJECTS
 
-# The group's own module and the adapter's: every line a scheduling point.
-TRACE = ["parabatch._group", "parabatch.testing._group_subject"]
+# The group's own module, its per-child code and the adapter's: every line a scheduling point.
+TRACE = ["parabatch._group", "parabatch._work", "parabatch.testing._group_subject"]
 
 
 def test_group_under_random_schedules(stress_report: StressReport) -> None:

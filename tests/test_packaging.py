@@ -117,6 +117,21 @@ def test_shrink_names_the_extra_when_hypothesis_is_missing(
         shrink(NoCopy, budget=1)
 
 
+@pytest.mark.parametrize("strategy", ["schedules", "scenarios"])
+def test_the_hypothesis_strategies_name_the_extra_when_hypothesis_is_missing(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import parabatch.testing
+
+    make = getattr(parabatch.testing, strategy)
+    monkeypatch.setitem(sys.modules, "hypothesis", None)  # import hypothesis -> ImportError
+    monkeypatch.setitem(sys.modules, "hypothesis.strategies", None)
+    expected = f"{strategy}() needs Hypothesis: pip install 'parabatch[hypothesis]'"
+    with pytest.raises(ModuleNotFoundError, match=re.escape(expected)) as info:
+        make()
+    assert info.value.name == "hypothesis"
+
+
 def test_readme_links_work_on_the_package_index() -> None:
     """The index renders README.md away from the repository: no relative link survives."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

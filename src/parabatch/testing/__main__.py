@@ -47,7 +47,14 @@ import parabatch
 
 from ._replay import PROG, scenario_line, shell_line
 from ._strategies import parse_schedule
-from ._verify import Scenario, VerifyReport, load_factory, replay_scenario, verify_batch_node
+from ._verify import (
+    Scenario,
+    VerifyReport,
+    default_traced,
+    load_factory,
+    replay_scenario,
+    verify_batch_node,
+)
 
 __all__ = ["EXIT_FORBIDDEN", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -173,7 +180,7 @@ def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         # Named explicitly, so the subject's name and traced module stay the factory's own
         # when --progress hands verify_batch_node a counting wrapper instead.
         module = getattr(factory, "__module__", None)
-        trace: Union[bool, list[str]] = False if args.no_trace or not module else [module]
+        trace: Union[bool, list[str]] = False if args.no_trace else list(default_traced(module))
         subject = factory
         if args.progress:
             total = None if args.strategy == "dfs" else args.budget
@@ -229,7 +236,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     # The scheduler's own replay line names the internal checked function; name the
     # factory and scenario instead, as verify does.
     module = getattr(factory, "__module__", None)
-    traced = (module,) if module and not args.no_trace else ()
+    traced = () if args.no_trace else default_traced(module)
     line = scenario_line(args.factory, scenario.to_json(), args.schedule, traced)
     out.write(str(dataclasses.replace(result.failure, replay=line)) + "\n")
     if result.failure.kind == "nondeterminism":

@@ -333,8 +333,11 @@ def check_random(
             ``sys.settrace``): None (default) traces the user code the function reaches
             (not the standard library, installed packages or parabatch); a list of modules
             (objects, dotted names, or file paths) traces those only; ``()`` traces nothing.
-        stall_timeout: seconds without reaching a scheduling point after which the running
-            thread is reported as blocked outside the scheduler's control.
+        stall_timeout: seconds of the running thread's own time (its CPU time, or time
+            asleep not waiting for a CPU or another thread) without reaching a scheduling
+            point, after which it is reported as blocked outside the scheduler's control.
+            A thread asleep in the kernel and never woken is reported sooner; where
+            ``/proc`` is missing (not Linux) the limit is in wall time.
         max_steps: scheduling points one run may pass before it is reported as a livelock.
         stop_on_failure: stop at the first failing schedule (default); False runs them all
             and counts the failures (for detection-rate measurements).

@@ -95,10 +95,11 @@ class DeadlockFailure(ScheduleFailure):
 class BlockedFailure(ScheduleFailure):
     """Raised when a managed thread stops making progress outside the scheduler's control.
 
-    The thread holding the baton neither reached a scheduling point nor finished within
-    ``stall_timeout`` seconds: it waits on something the scheduler does not model (a real
-    ``threading.Event`` or lock, a socket, ``time.sleep`` imported before the run). The
-    report shows where it was blocked.
+    The thread holding the baton neither reached a scheduling point nor finished: it sleeps
+    in the kernel without being woken (a real lock, a socket, ``time.sleep`` reached before
+    the run), or spent ``stall_timeout`` seconds of its own time (CPU, or polling) without a
+    point. Time spent waiting for a CPU or for the GIL never counts. The report shows where
+    it was blocked.
 
     Example:
         >>> from parabatch.testing import BlockedFailure

@@ -9,7 +9,26 @@ from ._strategies import Schedule
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-__all__ = ["schedules"]
+__all__ = ["require_hypothesis", "schedules"]
+
+HYPOTHESIS_EXTRA = "pip install 'parabatch[hypothesis]'"
+
+
+def require_hypothesis(caller: str) -> None:
+    """Return if Hypothesis imports; else raise naming ``caller`` and the extra to install.
+
+    Hypothesis is an optional dependency: the error says what to install rather than only
+    that a module is missing.
+
+    Example:
+        >>> require_hypothesis("schedules()")  # installed: nothing to say
+    """
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"{caller} needs Hypothesis: {HYPOTHESIS_EXTRA}", name="hypothesis"
+        ) from exc
 
 
 def schedules(
@@ -40,6 +59,7 @@ def schedules(
         ...     replay(fn, schedule)
         >>> test_fn()
     """
+    require_hypothesis("schedules()")
     from hypothesis import strategies as st
 
     for name, value, low in (

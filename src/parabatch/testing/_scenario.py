@@ -201,6 +201,9 @@ def scenarios(*, max_items: int = 4) -> Any:
         >>> find(scenarios(), lambda s: True).items
         ('a', 'b')
     """
+    from ._hypothesis import require_hypothesis
+
+    require_hypothesis("scenarios()")
     from hypothesis import strategies as st
 
     @st.composite

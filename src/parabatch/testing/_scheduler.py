@@ -14,8 +14,9 @@ own: two OS operations, no allocation. Continuing the current thread costs nothi
 strategy's choice.
 
 The caller of a check does not run managed code: it supervises. It waits for the run to
-finish and, if no scheduling point is passed for ``stall_timeout`` seconds, reports the
-baton holder as blocked on something the scheduler does not control, with its stack.
+finish and, if the baton holder stops passing scheduling points, reports it as blocked on
+something the scheduler does not control, with its stack; the verdict is judged on the
+holder's own behaviour, not on wall time (``_StallJudge``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import threading
 import time
 import traceback
 from types import FrameType
-from typing import Any, Callable, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Protocol, Sequence, Union
 
 from ._errors import SchedulerUsageError
 
@@ -473,38 +474,32 @@ class Runtime:
     def _supervise(self) -> None:
         """Wait for the run to end; report the baton holder if it blocks outside the model.
 
-        A thread blocked on something the scheduler does not control (a lock made before
-        the check and held by a parked thread, a socket) sleeps in the kernel and uses no
-        CPU: on Linux that is seen from ``/proc`` within a fraction of a second. Elsewhere,
-        or for a thread that computes, ``stall_timeout`` without progress is the limit.
+        The verdict rests on what the holder itself does, read from ``/proc`` (Linux), never
+        on how long the machine took: see :class:`_StallJudge`. Where ``/proc`` does not
+        show the holder, ``stall_timeout`` of wall time without progress is the limit.
         """
         poll = min(0.05, self.stall_timeout)
         last = self._progress()
-        quiet = 0.0
-        first_sample: Optional[tuple[str, int]] = None
+        judge = _StallJudge(self.stall_timeout)
+        quiet = 0
         while not self.done.acquire(timeout=poll):
             now = self._progress()
             if now != last:
-                last, quiet, first_sample = now, 0.0, None
+                last, quiet = now, 0
+                judge.reset()
                 continue
-            quiet += poll
-            if quiet >= self.stall_timeout:
-                self._stalled(f"made no progress for {self.stall_timeout:g} s")
-                return
-            if quiet < 0.1:
-                continue
+            quiet += 1
+            if quiet < 2:
+                continue  # most pauses end within a poll: sample only those that last
             holder = self.current
-            sample = _kernel_state(holder.carrier.native_id)
-            if sample is None or sample[0] not in "SD" or self._in_harness(holder):
-                first_sample = None  # running, or in the harness's own short real waits
+            how = judge.observe(_supervisor_clock(), holder.carrier.native_id)
+            if how is None:
                 continue
-            if first_sample is None:
-                first_sample = sample
-            elif sample[1] != first_sample[1]:
-                first_sample = sample  # it used CPU meanwhile: not blocked
-            elif quiet >= 0.5:
-                self._stalled("is blocked in the kernel (asleep, using no CPU)")
-                return
+            if self._in_harness(holder):
+                judge.reset()  # the harness's own short real waits (a handoff under way)
+                continue
+            self._stalled(how)
+            return
 
     @staticmethod
     def _in_harness(t: ManagedThread) -> bool:
@@ -866,19 +861,139 @@ def _trim(events: list[tuple[int, Label]]) -> None:
     events.insert(10_000, (-1, _event(f"... {len(cut):,} scheduling points not kept ...")))
 
 
-def _kernel_state(native_id: Optional[int]) -> Optional[tuple[str, int]]:
-    """(state letter, CPU ticks) of an OS thread of this process, from /proc; None if unknown."""
+class TaskSample(NamedTuple):
+    """What the kernel shows of one OS thread of this process."""
+
+    state: str  # R: running or runnable (waiting for a CPU); S, D: asleep
+    cpu: float  # seconds spent on a CPU
+    wait: float  # seconds spent runnable, waiting for a CPU
+    runs: int  # times it was put on a CPU: unchanged means never woken
+
+
+# The supervisor's clock and its view of the kernel, module-level so that tests can stand in
+# for a loaded machine without loading it.
+_supervisor_clock = time.monotonic
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _read_task(native_id: Optional[int]) -> Optional[TaskSample]:
+    """The thread's state and scheduler accounting from ``/proc``; None where not shown."""
     if native_id is None:
         return None
+    base = f"/proc/self/task/{native_id}/"
     try:
-        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
+        with open(base + "stat", "rb") as f:
             raw = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
+        with open(base + "schedstat", "rb") as f:
+            cpu_ns, wait_ns, runs = (int(x) for x in f.read().split()[:3])
+    except (OSError, ValueError):
+        return None  # no /proc (not Linux), or a kernel without scheduler statistics
     fields = raw[raw.rfind(")") + 2 :].split()
+    if not fields:
+        return None
+    return TaskSample(fields[0], cpu_ns / 1e9, wait_ns / 1e9, runs)
+
+
+def _busy_others(native_id: int) -> float:
+    """Seconds the process's other threads have spent on a CPU or waiting for one."""
+    total = 0
     try:
-        return fields[0], int(fields[11]) + int(fields[12])
-    except (IndexError, ValueError):
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0.0
+    for name in tasks:
+        if name == str(native_id):
+            continue
+        try:
+            with open(f"/proc/self/task/{name}/schedstat", "rb") as f:
+                cpu_ns, wait_ns = f.read().split()[:2]
+            total += int(cpu_ns) + int(wait_ns)
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
+class _StallJudge:
+    """Decides, from the baton holder's own behaviour, when it is blocked outside the model.
+
+    Fed one sample per supervisor poll while no scheduling point is passed; the verdict
+    never depends on how loaded the machine is:
+
+    - **Computing.** The holder's *CPU time* without a scheduling point reaches
+      ``limit``. A thread waiting for a CPU or for the GIL accrues none, and a runnable
+      holder (state R) is never judged on anything else.
+    - **Asleep and never woken.** The holder is asleep in the kernel (S or D) and has not
+      been put on a CPU once for ``window`` seconds while the rest of the process was
+      mostly idle: it waits on a lock, a socket, a sleep the scheduler does not control.
+      A thread waiting for the GIL cannot look like this: the interpreter's GIL wait is
+      timed (``sys.getswitchinterval()``, 5 ms), so such a thread wakes many times per
+      window, and the window is kept well above that interval. A thread woken but starved
+      of CPU shows R, or counts a run once it got one. If another thread of the process
+      was busy for half the span or more (it may hold what the holder waits for), the
+      holder must stay unwoken for ``limit`` seconds instead.
+    - **Its own time.** Anything else (a loop polling with short real sleeps): the wall
+      time between samples at which the holder is asleep, less the time it waited for a
+      CPU and less the time every other thread of the process ran or waited for a CPU
+      (whoever held the GIL meanwhile is among them), adds up to ``limit``.
+
+    Where ``/proc`` does not show the holder (not Linux), ``limit`` of wall time without
+    progress is the limit: a loaded machine can then stretch a short computation past it.
+    """
+
+    __slots__ = ("asleep", "base", "blame", "last", "limit", "start", "window")
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.window = max(0.5, 20 * sys.getswitchinterval())
+        self.reset()
+
+    def reset(self) -> None:
+        self.start: Optional[float] = None
+        self.base: Optional[TaskSample] = None  # the holder when the pause was first seen
+        # Since when the holder is asleep and unchanged, and the others' busy time then.
+        self.asleep: Optional[tuple[float, TaskSample, float]] = None
+        self.last: Optional[tuple[float, TaskSample, Optional[float]]] = None
+        self.blame = 0.0
+
+    def observe(self, now: float, native_id: Optional[int]) -> Optional[str]:
+        """Take one sample at ``now``; a description of the block once there is one."""
+        if self.start is None:
+            self.start = now
+        task = _read_task(native_id)
+        if task is None or native_id is None:
+            if now - self.start >= self.limit:
+                return f"made no progress for {self.limit:g} s of wall time"
+            return None
+        if self.base is None:
+            self.base = task
+        if task.cpu - self.base.cpu >= self.limit:
+            return f"computed for {self.limit:g} s of CPU time without reaching a scheduling point"
+        if task.state not in ("S", "D"):
+            self.asleep = None
+            self.last = (now, task, None)
+            return None  # running, or runnable and waiting for a CPU
+        others = _busy_others(native_id)
+        asleep = self.asleep
+        if asleep is None or asleep[1][1:] != task[1:]:
+            self.asleep = (now, task, others)
+        else:
+            span = now - asleep[0]
+            # Another thread busy meanwhile may be what it waits for (a GIL whose waits are
+            # not timed, a stop-the-world pause): then never woken for the full limit.
+            quiet = others - asleep[2] < span / 2
+            if span >= (self.window if quiet else max(self.window, self.limit)):
+                return f"is blocked in the kernel (asleep, not woken once in {span:.1f} s)"
+        last = self.last
+        self.last = (now, task, others)
+        if last is not None and last[2] is not None:
+            elapsed = now - last[0]
+            excused = (task.wait - last[1].wait) + (others - last[2])
+            self.blame += max(0.0, elapsed - excused)
+            if self.blame >= self.limit:
+                return (
+                    f"made no progress for {self.limit:g} s of its own time (asleep or "
+                    "computing, not waiting for a CPU or for another thread)"
+                )
         return None
 
 

@@ -53,8 +53,15 @@ def _checked(
     counter: list[int],
     *,
     moments: bool = True,
+    fails_on: Optional[str] = None,
 ) -> Callable[[], None]:
-    """The checked function for one scenario: run, classify, count, raise on FORBIDDEN."""
+    """The checked function for one scenario: run, classify, count, raise on FORBIDDEN.
+
+    ``counter`` is [runs, FORBIDDEN runs, runs raised]. With ``fails_on``, only a run that
+    property flags raises (and so stops a search, or becomes a counterexample); every
+    FORBIDDEN outcome is still in the table.
+    """
+    flag = None if fails_on is None else fails_on + ":"
 
     def checked() -> None:
         run = run_scenario(factory, scenario, moments=moments)
@@ -63,7 +70,9 @@ def _checked(
         counter[0] += 1
         if why:
             counter[1] += 1
-            raise AssertionError("FORBIDDEN " + " | ".join(why))
+            if flag is None or any(w.startswith(flag) for w in why):
+                counter[2] += 1
+                raise AssertionError("FORBIDDEN " + " | ".join(why))
 
     checked.__qualname__ = checked.__name__ = "checked_scenario"
     return checked
@@ -82,10 +91,23 @@ def load_factory(ref: str) -> Factory:
     return obj  # type: ignore[no-any-return]
 
 
+# The per-item code every batch node built on the core runs on its workers: the unit that
+# reads the run's store and stop flag and appends to its call log while other items do the
+# same. The coordinator's bookkeeping (parabatch._runner) is not traced: it runs on the
+# calling thread only, on objects no worker touches, and reaches the workers through
+# submit and wait, which are scheduling points already.
+_PER_ITEM_MODULES = ("parabatch._work",)
+
+
+def default_traced(module: Optional[str]) -> tuple[str, ...]:
+    """What ``trace=True`` traces for a factory defined in ``module``: it, and the per-item code."""
+    own = (module,) if module else ()
+    return own + tuple(m for m in _PER_ITEM_MODULES if m != module)
+
+
 def _trace_modules(factory: Factory, trace: Union[bool, Sequence[str]]) -> tuple[str, ...]:
     if trace is True:
-        module = getattr(factory, "__module__", None)
-        return (module,) if module else ()
+        return default_traced(getattr(factory, "__module__", None))
     if trace is False:
         return ()
     return tuple(trace)
@@ -209,12 +231,12 @@ def _counterexample(
 def _record(
     report: VerifyReport, result: CheckResult, counter: list[int], ce: Optional[Counterexample]
 ) -> None:
-    """Add one scenario's check to the report; ``counter`` is [runs, FORBIDDEN runs]."""
+    """Add one scenario's check to the report; ``counter`` is [runs, FORBIDDEN, raised]."""
     before = report.schedules
     report.schedules += result.schedules_explored
     report.scenarios += 1
     report.forbidden_runs += counter[1]
-    harness = result.failures - counter[1]
+    harness = result.failures - counter[2]
     if harness > 0:  # failures the scheduler reported before the run could be classified
         report.harness_failures += harness
         report.table.add({"harness": "aborted by the scheduler"}, times=harness)
@@ -238,7 +260,7 @@ def verify_batch_node(
     scenarios: Optional[Sequence[Scenario]] = None,
     max_preemptions: int = 2,
     trace: Union[bool, Sequence[str]] = True,
-    stop_on_forbidden: bool = False,
+    stop_on_forbidden: Union[bool, str] = False,
     stress_yield: bool = False,
     name: Optional[str] = None,
 ) -> VerifyReport:
@@ -260,9 +282,12 @@ def verify_batch_node(
             schedule: measured best for random search) but 10 for PCT, whose priority
             change points are spread over the steps it learns from earlier runs.
         scenarios: run these instead of drawing (required shape for ``"dfs"``).
-        trace: True traces every line of the factory's own module (so a read-modify-write
-            there can be interleaved); False traces nothing; or a list of module names.
-        stop_on_forbidden: stop at the first FORBIDDEN run (detection measurements).
+        trace: True traces every line of the factory's own module and of the per-item
+            code the core's workers run (``parabatch._work``), so a read-modify-write there
+            can be interleaved; False traces nothing; or a list of module names.
+        stop_on_forbidden: stop at the first FORBIDDEN run (detection measurements); a
+            property's name: at the first run *that* property flags (a negative control
+            shown to fail its own check), the runs before it still counted in the table.
         stress_yield: with ``"stress"``, call ``time.sleep(0)`` at every scheduling point,
             releasing the GIL as a real call would (default: never yield).
 
@@ -292,7 +317,12 @@ def verify_batch_node(
         report.exhausted = True
     else:
         todo = list(scenarios) if scenarios else []
-    common: dict[str, Any] = {"stop_on_failure": stop_on_forbidden, "raise_on_failure": False}
+    if isinstance(stop_on_forbidden, str) and stop_on_forbidden not in PROPERTIES:
+        raise ValueError(
+            f"stop_on_forbidden={stop_on_forbidden!r}: not a property ({', '.join(PROPERTIES)})"
+        )
+    fails_on = stop_on_forbidden if isinstance(stop_on_forbidden, str) else None
+    common: dict[str, Any] = {"stop_on_failure": bool(stop_on_forbidden), "raise_on_failure": False}
 
     def plan() -> Iterator[tuple[Scenario, int]]:
         """The scenarios to run, and how many schedules each gets, as the budget allows."""
@@ -312,8 +342,15 @@ def verify_batch_node(
 
     with young_heap():
         for scenario, iterations in plan():
-            counter = [0, 0]
-            fn = _checked(factory, scenario, report.table, counter, moments=strategy != "stress")
+            counter = [0, 0, 0]
+            fn = _checked(
+                factory,
+                scenario,
+                report.table,
+                counter,
+                moments=strategy != "stress",
+                fails_on=fails_on,
+            )
             sub_seed = rng.randrange(2**32)
             if strategy == "pct":
                 result = check_pct(fn, iterations, depth, sub_seed, trace_modules=traced, **common)
@@ -351,7 +388,7 @@ def replay_scenario(
     if isinstance(scenario, str):
         scenario = Scenario.from_json(scenario)
     table = OutcomeTable()
-    fn = _checked(subject, scenario, table, [0, 0])
+    fn = _checked(subject, scenario, table, [0, 0, 0])
     traced = _trace_modules(subject, trace)
     with young_heap():
         result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
@@ -371,16 +408,20 @@ def detection(
     seeds: Sequence[int] = tuple(range(20)),
     budget: int = 200,
     strategy: str = "random",
+    flagged_by: Optional[str] = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """How reliably ``verify_batch_node`` catches ``factory``: one search per seed.
 
     Returns the number of seeds that found a FORBIDDEN outcome within ``budget``
-    schedules, the schedules each took, their median, and the first counterexample.
+    schedules, the schedules each took, their median, the properties that flagged the
+    runs, and the first counterexample. With ``flagged_by``, a seed counts only once that
+    property flags a run: a negative control shown to fail the check of the property it
+    breaks, whichever other property flags it first.
 
     Example:
         >>> from parabatch.testing.broken import NoCopy
-        >>> found = detection(NoCopy, seeds=range(3), budget=100)
+        >>> found = detection(NoCopy, seeds=range(3), budget=100, flagged_by="params")
         >>> found["caught"], found["properties"]
         (3, ['isolation', 'params'])
     """
@@ -389,7 +430,12 @@ def detection(
     properties: set[str] = set()
     for seed in seeds:
         report = verify_batch_node(
-            factory, strategy=strategy, budget=budget, seed=seed, stop_on_forbidden=True, **kwargs
+            factory,
+            strategy=strategy,
+            budget=budget,
+            seed=seed,
+            stop_on_forbidden=flagged_by or True,
+            **kwargs,
         )
         if report.first_forbidden_at is not None:
             found.append(report.first_forbidden_at)
@@ -425,22 +471,18 @@ def shrink(
         >>> "FORBIDDEN ordering" in ce.message, ce.preemptions <= 2
         (True, True)
     """
-    try:
-        from hypothesis import HealthCheck, find, settings
-    except ImportError as exc:  # an optional dependency: say which extra brings it
-        raise ModuleNotFoundError(
-            "shrink() needs Hypothesis: pip install 'parabatch[hypothesis]'", name="hypothesis"
-        ) from exc
+    from ._hypothesis import require_hypothesis, schedules
+
+    require_hypothesis("shrink()")
+    from hypothesis import HealthCheck, find, settings
     from hypothesis import strategies as st
     from hypothesis.errors import NoSuchExample
-
-    from ._hypothesis import schedules
 
     traced = _trace_modules(factory, trace)
 
     def forbidden(example: tuple[Scenario, Any]) -> bool:
         scenario, schedule = example
-        fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
+        fn = _checked(factory, scenario, OutcomeTable(), [0, 0, 0])
         return not replay(fn, schedule, trace_modules=traced, raise_on_failure=False).ok
 
     with young_heap():
@@ -458,6 +500,6 @@ def shrink(
             )
         except NoSuchExample:
             return None
-        fn = _checked(factory, scenario, OutcomeTable(), [0, 0])
+        fn = _checked(factory, scenario, OutcomeTable(), [0, 0, 0])
         result = replay(fn, schedule, trace_modules=traced, raise_on_failure=False)
     return _counterexample(result, scenario, factory, traced)
