@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import pickle
+import signal
 import threading
 import traceback
 from collections import OrderedDict
@@ -33,6 +35,7 @@ __all__ = [
     "RemoteItemError",
     "Scattered",
     "WorkerSetupError",
+    "at_worker_stop",
     "describe_failure",
     "load",
     "pickle_work",
@@ -40,6 +43,7 @@ __all__ = [
     "run_item",
     "run_loaded",
     "unpack",
+    "worker_init",
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -207,6 +211,40 @@ def load(run_id: str, source: Source) -> Any:
         while len(_loaded) > _KEEP_RUNS:
             _loaded.popitem(last=False)
     return work
+
+
+# What a worker process runs when it is told to stop (SIGTERM from the coordinator): each
+# ends what an item started outside the process, which the worker's death would orphan.
+_stop_hooks: list[Callable[[], object]] = []
+
+
+def at_worker_stop(hook: Callable[[], object]) -> None:
+    """Run ``hook`` in a worker process when the coordinator stops it (once per hook).
+
+    The shell node registers the stop of its commands here: a command runs in a session
+    of its own, so it would outlive a worker that is simply killed.
+    """
+    if hook not in _stop_hooks:
+        _stop_hooks.append(hook)
+
+
+def _stop_now(code: int) -> None:
+    for hook in list(_stop_hooks):
+        with contextlib.suppress(Exception):
+            hook()
+    os._exit(code)
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    # The hooks run on a thread of their own: the handler interrupts the main thread
+    # anywhere, perhaps inside the Popen of a command not yet listed, which can only list
+    # it (and so let a hook end it) once the handler has returned.
+    threading.Thread(target=_stop_now, args=(128 + signum,), daemon=True).start()
+
+
+def worker_init() -> None:
+    """The pool's initializer: SIGTERM runs the stop hooks, then ends the worker."""
+    signal.signal(signal.SIGTERM, _stop)
 
 
 def describe_failure(exc: BaseException) -> tuple[str, str, str]:

@@ -59,6 +59,7 @@ from ._remote import (
     pickle_work,
     probe,
     run_loaded,
+    worker_init,
 )
 
 if TYPE_CHECKING:
@@ -183,7 +184,9 @@ class ProcessPool:
             if self._pool is None or getattr(self._pool, "_broken", False):
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
-                self._pool = _ProcessPoolExecutor(self.max_workers, mp_context=self._context)
+                self._pool = _ProcessPoolExecutor(
+                    self.max_workers, mp_context=self._context, initializer=worker_init
+                )
             return self._pool
 
     def shutdown(self, wait: bool = True) -> None:
@@ -192,6 +195,31 @@ class ProcessPool:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
+
+    def terminate(self, timeout: float = 5.0) -> None:
+        """Stop now, items running or not (after Ctrl-C): nothing started is left behind.
+
+        Queued items are cancelled; each process gets SIGTERM, ends the shell commands its
+        items started (they run in sessions of their own, so they would outlive it) and
+        exits; one still alive after ``timeout`` seconds is killed. A later run starts
+        new processes.
+        """
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # Taken before shutdown, which forgets them.
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(Exception):  # it may have exited already
+                process.terminate()
+        end = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(0.0, end - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(timeout)
 
     def __enter__(self) -> ProcessPool:
         return self
@@ -627,9 +655,16 @@ class OpenedExecutor:
             self.factory = dask_executor(self._client)
 
     def close(self, wait: bool = True) -> None:
-        """Stop the pool, or close the client and the local cluster."""
+        """Stop the pool, or close the client and the local cluster.
+
+        ``wait=False`` (after Ctrl-C) stops a pool's processes at once: their running
+        items, and the shell commands those started, end with them.
+        """
         if self._pool is not None:
-            self._pool.shutdown(wait=wait)
+            if wait:
+                self._pool.shutdown()
+            else:
+                self._pool.terminate()
         timeout = None if wait else 2
         if self._client is not None:
             self._client.close(timeout=timeout)

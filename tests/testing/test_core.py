@@ -67,6 +67,7 @@ def _every_failure_is_reported(cls: type[PflowBatchNode]) -> Callable[[], None]:
     return fn
 
 
+@pytest.mark.slow
 def test_the_core_retries_are_certified_within_two_preemptions() -> None:
     result = check_dfs(_every_failure_is_reported(PflowBatchNode), max_preemptions=2)
     assert result.ok and result.exhausted

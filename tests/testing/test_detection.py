@@ -152,6 +152,7 @@ def test_schedules_shrinks_to_a_single_switch(seed: int) -> None:
     assert body.index("T1   start -> 'read'") < body.index("T2   start -> 'read' -> end")
 
 
+@pytest.mark.slow
 def test_schedules_shrinks_to_the_minimum_from_most_seeds() -> None:
     """Shrinking is local: measure how often it reaches the single switch."""
     minimal_count = 0

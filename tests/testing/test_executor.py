@@ -60,6 +60,7 @@ def test_max_workers_is_honoured_and_reached() -> None:
     assert max(workers) == 2
 
 
+@pytest.mark.slow
 def test_sliding_window_with_wait_first_completed_as_the_core_uses_it() -> None:
     def fn() -> None:
         gauge = _Gauge()

@@ -21,6 +21,7 @@ def _with_bug(cls: type[_Batch], bug: str) -> type[_Batch]:
     return type(f"{cls.__name__}_{bug}", (cls,), {"bug": bug, "__module__": cls.__module__})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [PollingBatch, QueueWorkersBatch])
 def test_an_ordinary_node_verifies_clean_at_the_default_budget(cls: type[_Batch]) -> None:
     report = verify_batch_node(cls, stop_on_forbidden=True)  # stops only if it fails

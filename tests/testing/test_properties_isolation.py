@@ -82,6 +82,7 @@ def test_each_property_has_its_controls() -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "outcome"),
     [

@@ -9,8 +9,10 @@ number of samples: the run then ends, and whether a verdict came first is the re
 
 from __future__ import annotations
 
+import io
 import socket
 import sys
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -46,7 +48,7 @@ class FakeKernel:
         self.open_after, self.tick, self.shown = open_after, tick, shown
         self.samples = 0
         self.now = 0.0
-        self.total = [0.0, 0.0, 0, 0.0]  # cpu, wait, runs, others
+        self.total = [0.0, 0.0, 1, 0.0]  # cpu, wait, runs (it ran once, to start), others
         self.gate = _scheduler._real_lock()
         self.gate.acquire()
 
@@ -110,6 +112,18 @@ def test_a_holder_waiting_for_the_gil_held_by_a_computing_thread_is_not_blocked(
     result = run(kernel, monkeypatch)
     assert result.ok, str(result)
     assert kernel.samples >= kernel.open_after
+
+
+def test_a_holder_asleep_while_others_keep_busy_is_reported_at_the_backstop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every sleep excused as a possible wait for the busy threads, for ever: no stall.
+    kernel = FakeKernel("S", cpu=0.0001, runs=200, others=5.0, tick=5.0, open_after=20)
+    result = run(kernel, monkeypatch)
+    failure = result.failure
+    assert failure is not None and failure.kind == "blocked", str(result)
+    assert "made no progress for 60 s of wall time, asleep while other threads" in (failure.message)
+    assert kernel.samples < kernel.open_after
 
 
 def test_a_holder_that_computes_is_reported_after_stall_timeout_of_cpu_time(
@@ -180,6 +194,28 @@ def test_without_proc_wall_time_is_the_limit(monkeypatch: pytest.MonkeyPatch) ->
 
 
 # ------------------------------------------------------------------- the real kernel
+
+
+@linux_only
+def test_the_kernel_shows_the_calling_thread_running_with_its_accounting() -> None:
+    sample = _scheduler._read_task(threading.get_native_id())
+    assert sample is not None
+    assert sample.state == "R" and sample.runs >= 1 and sample.cpu > 0
+
+
+def test_a_kernel_that_shows_no_accounting_leaves_the_wall_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Some sandboxes show the files with zeros: nothing there can be judged on.
+    files = {"stat": b"7 (python) S 1 7 7 0 -1 0", "schedstat": b"0 0 0\n"}
+
+    def fake_open(path: str, mode: str = "r") -> io.BytesIO:
+        return io.BytesIO(files[path.rsplit("/", 1)[1]])
+
+    monkeypatch.setattr(_scheduler, "open", fake_open, raising=False)
+    assert _scheduler._read_task(7) is None
+    files["schedstat"] = b"2000000000 500000000 42\n"
+    assert _scheduler._read_task(7) == TaskSample("S", 2.0, 0.5, 42)
 
 
 @linux_only

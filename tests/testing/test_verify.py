@@ -62,6 +62,7 @@ def test_the_core_passes_dfs_with_tracing_under_a_cap() -> None:
     assert report.exhausted is False  # capped: traced lines make the space large
 
 
+@pytest.mark.slow
 def test_dfs_certifies_the_core_within_two_preemptions() -> None:
     # Without tracing the only scheduling points are the calls, submits, waits and locks:
     # every schedule of the default scenarios within two preemptions is run.
@@ -107,6 +108,14 @@ def no_copy_counterexample() -> Counterexample:
     assert not report.ok
     assert report.counterexamples
     return report.counterexamples[0]
+
+
+def test_trace_true_makes_the_per_item_code_points_too(
+    no_copy_counterexample: Counterexample,
+) -> None:
+    # The core's workers run parabatch._work: its lines are in the trace and the replay.
+    assert "_work.py:" in no_copy_counterexample.trace
+    assert "trace=['parabatch.testing.broken', 'parabatch._work']" in no_copy_counterexample.replay
 
 
 def test_a_report_prints_its_first_counterexample(no_copy_counterexample: Counterexample) -> None:

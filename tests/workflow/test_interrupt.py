@@ -127,11 +127,11 @@ def interrupted_workflow(pid_dir: Path, items: int = 3) -> dict[str, Any]:
 BLOCK = "block=tests.workflow.test_interrupt:Blocker"
 
 
-def start_cli(tmp_path: Path, doc: dict[str, Any]) -> subprocess.Popen[str]:
+def start_cli(tmp_path: Path, doc: dict[str, Any], *extra: str) -> subprocess.Popen[str]:
     path = tmp_path / "wf.json"
     path.write_text(json.dumps(doc))
     return subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "run", str(path), "--node-type", BLOCK],
+        [sys.executable, "-c", LAUNCH, "run", str(path), "--node-type", BLOCK, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -165,6 +165,40 @@ def test_ctrl_c_exits_130_at_once_and_stops_every_shell_process_group(
     assert "Traceback" not in err and "parabatch: interrupted" in err
     assert "__llm_calls__" in json.loads(out)  # what finished is still written
     wait_for(lambda: all(dead(p) for p in pids), f"the shells and their children {pids} to end")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_stops_the_worker_processes_and_the_commands_their_items_started(
+    tmp_path: Path, pid_dir: Path, signum: int, code: int
+) -> None:
+    """With --executor processes the workers, and their commands, outlived the CLI."""
+    target = pid_dir / "${item}"
+    cmd = [  # the worker's pid too: the shell's parent
+        "sh",
+        "-c",
+        f"sleep {FOREVER} & echo $$ $! $PPID > {target}.tmp && mv {target}.tmp {target}.pids; wait",
+    ]
+    doc = {
+        "nodes": [
+            {
+                "id": "shells",
+                "type": "shell",
+                "params": {"cmd": cmd},
+                "batch": {"items": [0, 1, 2, 3], "parallel": True},
+            }
+        ]
+    }
+    proc = start_cli(tmp_path, doc, "--executor", "processes")
+    wait_for(lambda: bool(list(pid_dir.glob("*.pids"))), "a shell command in a worker")
+    pids = pids_in(pid_dir)
+    assert not any(dead(p) for p in pids)
+    proc.send_signal(signum)
+    out, err = finish(proc)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "parabatch: interrupted" in err
+    assert "shells" in json.loads(out)
+    pids = pids_in(pid_dir)  # and any command started meanwhile
+    wait_for(lambda: all(dead(p) for p in pids), f"the workers and their commands {pids} to end")
 
 
 def test_a_second_ctrl_c_exits_130_without_a_traceback_or_orphans(

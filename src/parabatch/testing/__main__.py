@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--no-trace",
             action="store_true",
-            help="do not make every line of the factory's module a scheduling point",
+            help="do not make every line of the factory's module and of the per-item code "
+            "a scheduling point",
         )
     verify.add_argument("--strategy", choices=["random", "pct", "dfs", "stress"], default="random")
     verify.add_argument(

@@ -873,7 +873,6 @@ class TaskSample(NamedTuple):
 # The supervisor's clock and its view of the kernel, module-level so that tests can stand in
 # for a loaded machine without loading it.
 _supervisor_clock = time.monotonic
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _read_task(native_id: Optional[int]) -> Optional[TaskSample]:
@@ -889,8 +888,8 @@ def _read_task(native_id: Optional[int]) -> Optional[TaskSample]:
     except (OSError, ValueError):
         return None  # no /proc (not Linux), or a kernel without scheduler statistics
     fields = raw[raw.rfind(")") + 2 :].split()
-    if not fields:
-        return None
+    if not fields or runs == 0:
+        return None  # a thread that ran was put on a CPU: zeros mean no accounting shown
     return TaskSample(fields[0], cpu_ns / 1e9, wait_ns / 1e9, runs)
 
 
@@ -911,6 +910,10 @@ def _busy_others(native_id: int) -> float:
         except (OSError, ValueError):
             continue  # a thread that ended meanwhile
     return total / 1e9
+
+
+#: A holder asleep while other threads keep busy is blocked after this many stall_timeouts.
+BACKSTOP_FACTOR = 30
 
 
 class _StallJudge:
@@ -936,15 +939,20 @@ class _StallJudge:
       CPU and less the time every other thread of the process ran or waited for a CPU
       (whoever held the GIL meanwhile is among them), adds up to ``limit``.
 
+    Last, so that nothing stalls: a holder asleep, pause after pause, while other threads
+    of the process keep busy (each of its sleeps excused as a possible wait for them) is
+    reported after ``BACKSTOP_FACTOR * limit`` of wall time.
+
     Where ``/proc`` does not show the holder (not Linux), ``limit`` of wall time without
     progress is the limit: a loaded machine can then stretch a short computation past it.
     """
 
-    __slots__ = ("asleep", "base", "blame", "last", "limit", "start", "window")
+    __slots__ = ("asleep", "backstop", "base", "blame", "last", "limit", "start", "window")
 
     def __init__(self, limit: float) -> None:
         self.limit = limit
         self.window = max(0.5, 20 * sys.getswitchinterval())
+        self.backstop = BACKSTOP_FACTOR * limit
         self.reset()
 
     def reset(self) -> None:
@@ -994,6 +1002,11 @@ class _StallJudge:
                     f"made no progress for {self.limit:g} s of its own time (asleep or "
                     "computing, not waiting for a CPU or for another thread)"
                 )
+        if now - self.start >= self.backstop:
+            return (
+                f"made no progress for {now - self.start:.0f} s of wall time, asleep while "
+                "other threads of the process were busy"
+            )
         return None
 
 

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Optional
 from pocketflow import Node
 
 from .. import ParabatchError, resolve_template
+from .._remote import at_worker_stop
 from ._errors import HttpStatusError
 
 __all__ = [
@@ -277,6 +278,8 @@ def kill_process_group(proc: subprocess.Popen[str]) -> None:
 
 #: The shell commands of every :class:`ShellNode` in this process.
 SHELL_COMMANDS = ShellCommands()
+# In a process pool's worker, a stop from the coordinator (its Ctrl-C) ends them too.
+at_worker_stop(SHELL_COMMANDS.stop)
 
 
 class ShellNode(_OutputNode):
