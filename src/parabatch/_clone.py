@@ -1,13 +1,13 @@
 """``clone``: what ``copy.deepcopy`` returns, built faster for the objects a node chain holds.
 
 A parallel batch copies its wrapper chain once per item. ``copy.deepcopy`` spends most of
-its ≈25 µs on generic dispatch, not on data: for every instance it probes
-``__deepcopy__`` on the *instance* (on a parabatch wrapper that goes through
-``__getattr__`` and raises an ``AttributeError``), calls ``__reduce_ex__(4)``, builds
-argument tuples and probes ``__setstate__`` (a second ``AttributeError``). ``clone`` takes
-the same decisions from the *class*, once per class, and copies plain instances, dicts,
-lists and tuples directly. Everything else goes to ``copy.deepcopy`` itself, with the same
-memo, so identity and sharing inside the copy are exactly deepcopy's.
+its time on generic dispatch, not on data (benchmarks/bench_isolation.py measures both): for
+every instance it probes ``__deepcopy__`` on the *instance* (on a parabatch wrapper that
+goes through ``__getattr__`` and raises an ``AttributeError``), calls ``__reduce_ex__(4)``,
+builds argument tuples and probes ``__setstate__`` (a second ``AttributeError``). ``clone``
+takes the same decisions from the *class*, once per class, and copies plain instances,
+dicts, lists and tuples directly. Everything else goes to ``copy.deepcopy`` itself, with the
+same memo, so identity and sharing inside the copy are exactly deepcopy's.
 """
 
 from __future__ import annotations

@@ -119,8 +119,8 @@ class _Waitable(Protocol):
 class Carrier:
     """A reusable OS thread that carries one managed thread after another.
 
-    Starting an OS thread costs 50-250 us here, more than a whole schedule of handoffs, so
-    a check keeps its carriers between runs. ``baton`` is the lock the carried thread parks
+    Starting an OS thread costs more than a whole schedule of handoffs, so a check keeps
+    its carriers between runs. ``baton`` is the lock the carried thread parks
     on; it is always acquired (locked) when the carrier is between jobs.
     """
 

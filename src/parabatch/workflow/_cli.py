@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a parabatch workflow (JSON) and print the final shared store as JSON.",
         epilog="Exit codes: 0 ok; 1 a node failed, or the results could not be written where "
         "asked (stderr says where they went); 2 invalid workflow or usage, nothing ran; 130 "
-        "Ctrl-C (143 SIGTERM, 129 SIGHUP): shell commands killed, what finished written.",
+        "Ctrl-C (143 SIGTERM, 129 SIGHUP): shell commands and worker processes stopped, what "
+        "finished written.",
     )
     parser.add_argument("--version", action="version", version=f"parabatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -455,8 +456,10 @@ def main(
     """Run the command line; return the exit code (argparse exits 2 on bad usage).
 
     On Ctrl-C (``KeyboardInterrupt``) every running shell command's process group is
-    killed, what finished is written as usual, and the code is 130; ``python -m
-    parabatch`` then exits at once, without waiting for items still running.
+    killed (with ``--executor processes`` the worker processes are stopped, and the
+    commands their items started), what finished is written as usual, and the code is
+    130; ``python -m parabatch`` then exits at once, without waiting for items still
+    running.
 
     Example:
         >>> import io, json, tempfile, os
