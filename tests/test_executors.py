@@ -377,13 +377,18 @@ def test_group_merges_in_child_order_with_call_records(executor: Factory) -> Non
 def test_group_fail_fast_lowest_index_and_successes_merged(executor: Factory) -> None:
     children = [child("a", v=1), child("b", v=2, fail=True), child("c", v=3, fail=True)]
     shared: dict[str, Any] = {}
-    with pytest.raises(ValueError, match="child 2 failed"):
+    with pytest.raises(ValueError) as raised:
         ParallelGroupNode(children, "g", max_concurrent=3, executor=executor).run(shared)
-    assert shared["a"] == {"v": 1} and "b" not in shared
-    # Child 2 may not have started when child 1's failure was seen (a pool of two
-    # processes queues the third child): cancelled then, it has no error record.
-    assert [e["index"] for e in shared["g"]["errors"]] in ([1], [1, 2])
-    assert [c["child"] for c in shared[CALLS_KEY]] == [1]
+    # Which children start before the first failure is seen depends on the schedule: one
+    # still queued then is cancelled and leaves no record. Of those that failed, the
+    # lowest index is raised; one that succeeded is merged.
+    failed = [e["index"] for e in shared["g"]["errors"]]
+    assert failed in ([1], [2], [1, 2]), failed
+    assert str(raised.value) == f"child {failed[0] + 1} failed"
+    assert "b" not in shared and "c" not in shared
+    a_ran = shared["g"]["results"][0] == "default"
+    assert shared.get("a") == ({"v": 1} if a_ran else None)
+    assert [c["child"] for c in shared[CALLS_KEY]] == ([1] if a_ran else [])
 
 
 def test_group_continue_runs_every_child(executor: Factory) -> None:
