@@ -141,6 +141,19 @@ def _link(outer: RemoteFuture, inner: Future[bytes]) -> None:
 # -- processes ------------------------------------------------------------------------------
 
 
+class _ProcessPoolExecutor(ProcessPoolExecutor):
+    """``ProcessPoolExecutor`` with the method PyPy 7.3.10 and 7.3.11 lost.
+
+    Their standard library renamed ``_adjust_process_count`` to
+    ``_adjust_process_count_cpython`` in its definition but not in ``submit``, so every
+    ``submit`` with a start method other than ``fork`` raised ``AttributeError`` (PyPy
+    issue 3873). The body is CPython's own: start a process when none is idle.
+    """
+
+    if not hasattr(ProcessPoolExecutor, "_adjust_process_count"):  # pragma: no cover
+        _adjust_process_count = ProcessPoolExecutor._adjust_process_count_cpython  # type: ignore[attr-defined]
+
+
 class ProcessPool:
     """The ``executor=`` factory :func:`process_executor` returns: one pool, many runs.
 
@@ -171,7 +184,7 @@ class ProcessPool:
             if self._pool is None or getattr(self._pool, "_broken", False):
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
-                self._pool = ProcessPoolExecutor(
+                self._pool = _ProcessPoolExecutor(
                     self.max_workers, mp_context=self._context, initializer=worker_init
                 )
             return self._pool

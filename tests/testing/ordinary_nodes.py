@@ -55,8 +55,10 @@ class LockedLog(list):  # type: ignore[type-arg]
 
     def append(self, record: Any) -> None:
         if self.racy:
-            # The bug: the lock is left out, and the append is a read-modify-write.
-            self[:] = [*self, record]
+            # The bug: the lock is left out, and the append is a read-modify-write. On two
+            # lines: PyPy's points are per line, so a one-line one is atomic there.
+            before = [*self]
+            self[:] = [*before, record]
             return
         with self.lock:
             super().append(record)

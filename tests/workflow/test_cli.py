@@ -604,6 +604,32 @@ def test_a_shared_file_nested_as_deep_as_json_reads_is_written_back(tmp_path: Pa
     assert unwrap(result["deep"]) in [([], 899), ("<nested more than 100 deep>", 100)]
 
 
+def test_results_the_encoder_cannot_nest_deep_enough_are_cut_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read and converted whole, 900 levels overflowed PyPy's encoder and lost the results.
+
+    PyPy's json encoder recurses twice per level where the conversion recurses once; an
+    encoder that gives up at 120 levels, given 150, stands for it on every interpreter.
+    """
+    real_dumps = json.dumps
+
+    def shallow_dumps(value: Any, **kwargs: Any) -> str:
+        if unwrap(value.get("deep") if isinstance(value, dict) else None)[1] > 120:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_dumps(value, **kwargs)
+
+    shared = write(tmp_path / "shared.json", '{"deep": ' + "[" * 150 + "]" * 150 + "}")
+    nodes = [{"id": "a", "type": "llm", "params": {"prompt": "p: q"}}]
+    doc = write(tmp_path / "wf.json", {"nodes": nodes})
+    monkeypatch.setattr(json, "dumps", shallow_dumps)
+    code, out, err = cli("run", doc, "--shared", shared)
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert result["a"]["summary"] == "Summary: q"
+    assert unwrap(result["deep"]) == ("<nested more than 100 deep>", 100)
+
+
 def test_the_output_file_gets_the_usual_mode_or_keeps_its_own(tmp_path: Path) -> None:
     """Written through mkstemp, a new output was readable by its owner only (0o600)."""
     path, _ = touch_workflow(tmp_path)

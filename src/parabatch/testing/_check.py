@@ -58,7 +58,9 @@ _session_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _session(controlled: bool, fn: Optional[Callable[..., Any]] = None) -> Iterator[None]:
+def _session(
+    controlled: bool, fn: Optional[Callable[..., Any]] = None, traced: bool = False
+) -> Iterator[None]:
     if not _session_lock.acquire(blocking=False):
         inside = isinstance(_scheduler._current, Runtime) and _scheduler._current.me() is not None
         if inside:
@@ -79,12 +81,16 @@ def _session(controlled: bool, fn: Optional[Callable[..., Any]] = None) -> Itera
             world.install()
             if fn is not None:
                 world.adopt_reachable(fn)
+        if traced:
+            _tracing.jit_pause()
         if monitoring:
             _tracing.monitoring_start(_is_managed)
         yield
     finally:
         if monitoring:
             _tracing.monitoring_stop()
+        if traced:
+            _tracing.jit_resume()
         world.uninstall()
         _scheduler.set_current(None)
         _session_lock.release()
@@ -243,7 +249,8 @@ def _run_check(
     first_at: Optional[int] = None
     per_depth: dict[int, list[int]] = {}
     pool = CarrierPool()
-    with _session(controlled=True, fn=fn), contextlib.closing(pool):
+    traced = opts.trace_paths is None or bool(opts.trace_paths)
+    with _session(controlled=True, fn=fn, traced=traced), contextlib.closing(pool):
         for _ in range(iterations):
             if not strategy.new_execution():
                 break
@@ -479,7 +486,7 @@ def replay(
         ...     assert out == [1, 2], out
         >>> replay(fn, "").ok
         True
-        >>> print(replay(fn, "0x4.2", raise_on_failure=False).failure.message)
+        >>> print(replay(fn, "0x3.2", raise_on_failure=False).failure.message)
         the checked function raised AssertionError: [2, 1]
     """
     opts = _options(trace_modules, stall_timeout, max_steps, True, raise_on_failure)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import dis
+import importlib
 import os
 import sys
 import sysconfig
@@ -29,6 +30,8 @@ from typing import Any, Callable, ClassVar, Optional
 __all__ = [
     "MONITORING",
     "is_user_file",
+    "jit_pause",
+    "jit_resume",
     "make_tracer",
     "monitoring_scope",
     "monitoring_start",
@@ -69,6 +72,32 @@ _NOT_STATE = (
 
 _OPCODES_TRACEABLE = sys.implementation.name == "cpython"
 
+try:
+    _pypyjit: Any = importlib.import_module("pypyjit")
+except ImportError:
+    _pypyjit = None
+
+
+def jit_pause() -> None:
+    """On PyPy, compile no new machine code until :func:`jit_resume` (a check begins).
+
+    PyPy's points are its line events, and traced code the JIT has compiled reports some
+    lines twice: a run after the loop became hot would see points an earlier run with
+    the same schedule did not, a nondeterminism of the interpreter's, not of the checked
+    code. With the JIT paused, every run of a check reports the same lines.
+    """
+    if _pypyjit is not None:
+        _pypyjit.set_param("off")
+
+
+def jit_resume() -> None:
+    """Compile hot code again, with PyPy's default thresholds (a check ends)."""
+    if _pypyjit is not None:
+        defaults = _pypyjit.defaults
+        _pypyjit.set_param(
+            threshold=defaults["threshold"], function_threshold=defaults["function_threshold"]
+        )
+
 
 def _library_roots() -> tuple[str, ...]:
     roots = set()
@@ -92,7 +121,9 @@ def is_user_file(filename: str) -> bool:
     hit = _file_cache.get(filename)
     if hit is None:
         if filename.startswith("<"):
-            hit = not filename.startswith("<frozen")
+            # Frozen modules; PyPy names its own app-level modules (the import machinery's
+            # ``importlib._bootstrap_external`` among them) ``<builtin>/...``.
+            hit = not filename.startswith(("<frozen", "<builtin>"))
         else:
             path = os.path.normcase(os.path.realpath(filename))
             hit = not (

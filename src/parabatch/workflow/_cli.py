@@ -240,7 +240,13 @@ def _reason(exc: OSError) -> str:
 
 def _json_text(results: Any, encoding: Optional[str]) -> str:
     value = _jsonable(results)
-    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    except RecursionError:
+        # Deeper than the encoder recurses (PyPy's takes two frames a level, where the
+        # conversion took one): cut deep values at _DEEPEST rather than lose every result.
+        value = _safe_jsonable(results)
+        text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
     try:
         text.encode(encoding or "utf-8")
     except (UnicodeError, LookupError):
