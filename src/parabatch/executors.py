@@ -216,10 +216,12 @@ class ProcessPool:
                 process.terminate()
         end = time.monotonic() + timeout
         for process in processes:
-            process.join(max(0.0, end - time.monotonic()))
-            if process.is_alive():
-                process.kill()
-                process.join(timeout)
+            # One interrupted while the pool started it may never have started.
+            with contextlib.suppress(Exception):
+                process.join(max(0.0, end - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
+                    process.join(timeout)
 
     def __enter__(self) -> ProcessPool:
         return self
