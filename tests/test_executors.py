@@ -512,4 +512,3 @@ def test_dask_collector_failure_fails_the_run_instead_of_hanging(
 
     with pytest.raises(RuntimeError, match="the scheduler went away"):
         batch(Step(tracker), {"items": [1, 2, 3]}, make).run({})
-
