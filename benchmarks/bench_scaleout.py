@@ -44,7 +44,7 @@ from _scaleout_work import (
 )
 from _workloads import Mode
 
-from parabatch.executors import _default_context, dask_executor, process_executor
+from parabatch.executors import _default_context, dask_executor, local_cluster, process_executor
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
@@ -66,16 +66,7 @@ def row(figure: str, value: float | None, target: float, op: str, note: str = ""
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
     distributed = pytest.importorskip("distributed")
-    # No dashboard; the scheduler's other HTTP routes on any free port, so clusters
-    # started side by side (test workers, other runs) never compete for 8787.
-    cluster = distributed.LocalCluster(
-        n_workers=WORKERS,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
+    cluster = local_cluster(WORKERS, 1)
     c = distributed.Client(cluster)
     yield c
     c.close()

@@ -32,7 +32,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from parabatch import CALLS_KEY, PflowBatchNode
-from parabatch.executors import dask_executor, process_executor
+from parabatch.executors import dask_executor, local_cluster, process_executor
 
 # The test nodes live in tests/ and must be importable by name, here and in the worker
 # processes (which start with this process's sys.path).
@@ -83,14 +83,7 @@ def plans(draw: Any) -> Plan:
 @pytest.fixture(scope="module")
 def engines() -> Iterator[dict[str, Any]]:
     distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
+    cluster = local_cluster(2, 1)
     client = distributed.Client(cluster)
     pool = process_executor(2)
     try:

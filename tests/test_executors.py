@@ -40,6 +40,7 @@ from parabatch.executors import (
     RemoteItemError,
     WorkerSetupError,
     dask_executor,
+    local_cluster,
     process_executor,
 )
 from parabatch.workflow._cli import main as cli_main
@@ -58,16 +59,7 @@ REMOTE = ["processes", "dask"]
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     distributed = pytest.importorskip("distributed")
-    # No dashboard; the scheduler's other HTTP routes on any free port, so clusters
-    # started side by side (test workers, other runs) never compete for 8787.
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
+    cluster = local_cluster(2, 1)
     client = distributed.Client(cluster)
     yield client
     client.close()

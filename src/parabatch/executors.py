@@ -75,6 +75,7 @@ __all__ = [
     "WorkerSetupError",
     "check_executor_spec",
     "dask_executor",
+    "local_cluster",
     "open_executor",
     "process_executor",
 ]
@@ -367,6 +368,29 @@ def _distributed() -> Any:
 # -- dask -----------------------------------------------------------------------------------
 
 
+def local_cluster(n_workers: Optional[int] = None, threads_per_worker: Optional[int] = None) -> Any:
+    """A dask ``LocalCluster`` of worker processes on this machine, reachable on loopback only.
+
+    No dashboard, and the scheduler's other HTTP routes on a free port, so clusters started
+    side by side (test workers, other runs) never compete for port 8787. ``None`` leaves
+    the count to dask. Close it when done; ``--executor dask`` opens one of these.
+
+    Example:
+        >>> import distributed  # doctest: +SKIP
+        >>> cluster = local_cluster(2, 1)  # doctest: +SKIP
+        >>> client = distributed.Client(cluster)  # doctest: +SKIP
+        >>> factory = dask_executor(client)  # doctest: +SKIP
+    """
+    return _distributed().LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    )
+
+
 class DaskItemExecutor(Executor):
     """One run's items on a dask cluster: the work scattered once, at most ``limit`` at once.
 
@@ -643,12 +667,7 @@ class OpenedExecutor:
         elif name == "dask":
             distributed = _distributed()
             if not address:
-                self._cluster = distributed.LocalCluster(
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                )
+                self._cluster = local_cluster()
             try:
                 self._client = distributed.Client(self._cluster or address)
             except BaseException:
