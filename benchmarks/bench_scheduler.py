@@ -20,7 +20,10 @@ from __future__ import annotations
 import threading
 import time
 import timeit
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from parabatch.testing import check_dfs, check_random, checkpoint, spawn
 
@@ -78,23 +81,13 @@ def _plain_random_batch() -> int:
     return r.schedules_explored
 
 
-def test_schedules_per_second_random(benchmark: Any) -> None:
-    explored = benchmark.pedantic(_random_batch, rounds=5, iterations=1)
-    benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
-
-
-def test_schedules_per_second_dfs(benchmark: Any) -> None:
-    explored = benchmark.pedantic(_dfs_batch, rounds=5, iterations=1)
-    benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
-
-
-def test_schedules_per_second_random_untraced(benchmark: Any) -> None:
-    explored = benchmark.pedantic(_random_untraced_batch, rounds=5, iterations=1)
-    benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
-
-
-def test_schedules_per_second_plain_threading(benchmark: Any) -> None:
-    explored = benchmark.pedantic(_plain_random_batch, rounds=5, iterations=1)
+@pytest.mark.parametrize(
+    "batch",
+    [_random_batch, _dfs_batch, _random_untraced_batch, _plain_random_batch],
+    ids=["random", "dfs", "random_untraced", "plain_threading"],
+)
+def test_schedules_per_second(benchmark: Any, batch: Callable[[], int]) -> None:
+    explored = benchmark.pedantic(batch, rounds=5, iterations=1)
     benchmark.extra_info["schedules_per_second"] = round(explored / benchmark.stats.stats.mean)
 
 

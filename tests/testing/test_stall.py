@@ -95,6 +95,16 @@ def run(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> Any:
     return check_random(kernel.holder, iterations=1, seed=0, raise_on_failure=False)
 
 
+def blocked(kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch, *said: str) -> None:
+    """The run is reported blocked, saying each of ``said``, before the holder is let go."""
+    result = run(kernel, monkeypatch)
+    failure = result.failure
+    assert failure is not None and failure.kind == "blocked", str(result)
+    for text in said:
+        assert text in failure.message
+    assert kernel.samples < kernel.open_after
+
+
 def test_a_holder_starved_of_cpu_is_not_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
     # 12 s of wall time, 0.6 s of it on a CPU: the rest waiting for one.
     kernel = FakeKernel("R", cpu=0.05, wait=0.95)
@@ -119,35 +129,23 @@ def test_a_holder_asleep_while_others_keep_busy_is_reported_at_the_backstop(
 ) -> None:
     # Every sleep excused as a possible wait for the busy threads, for ever: no stall.
     kernel = FakeKernel("S", cpu=0.0001, runs=200, others=5.0, tick=5.0, open_after=20)
-    result = run(kernel, monkeypatch)
-    failure = result.failure
-    assert failure is not None and failure.kind == "blocked", str(result)
-    assert "made no progress for 60 s of wall time, asleep while other threads" in (failure.message)
-    assert kernel.samples < kernel.open_after
+    blocked(
+        kernel, monkeypatch, "made no progress for 60 s of wall time, asleep while other threads"
+    )
 
 
 def test_a_holder_that_computes_is_reported_after_stall_timeout_of_cpu_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kernel = FakeKernel("R", cpu=1.0)
-    result = run(kernel, monkeypatch)
-    failure = result.failure
-    assert failure is not None and failure.kind == "blocked", str(result)
-    assert "computed for 2 s of CPU time" in failure.message
-    assert "in holder" in failure.message  # the call site
-    assert kernel.samples < kernel.open_after
+    blocked(kernel, monkeypatch, "computed for 2 s of CPU time", "in holder")
 
 
 def test_a_holder_asleep_and_never_woken_is_reported_within_the_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kernel = FakeKernel("S", tick=0.1)  # 0.1 s per sample, no run, no CPU
-    result = run(kernel, monkeypatch)
-    failure = result.failure
-    assert failure is not None and failure.kind == "blocked", str(result)
-    assert "blocked in the kernel" in failure.message
-    assert "in holder" in failure.message
-    assert kernel.samples < kernel.open_after
+    blocked(kernel, monkeypatch, "blocked in the kernel", "in holder")
 
 
 def test_a_holder_never_woken_while_another_thread_computes_waits_the_full_limit(
@@ -165,11 +163,7 @@ def test_a_holder_never_woken_for_the_full_limit_is_blocked_whoever_computes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kernel = FakeKernel("S", tick=0.1, others=0.1, open_after=40)
-    result = run(kernel, monkeypatch)
-    failure = result.failure
-    assert failure is not None and failure.kind == "blocked", str(result)
-    assert "blocked in the kernel (asleep, not woken once in 2.0 s)" in failure.message
-    assert kernel.samples < kernel.open_after
+    blocked(kernel, monkeypatch, "blocked in the kernel (asleep, not woken once in 2.0 s)")
 
 
 def test_a_holder_that_polls_with_real_sleeps_is_reported_on_its_own_time(
@@ -177,20 +171,12 @@ def test_a_holder_that_polls_with_real_sleeps_is_reported_on_its_own_time(
 ) -> None:
     # Woken often (never "asleep for good"), little CPU, nobody else busy: its own time.
     kernel = FakeKernel("S", cpu=0.001, runs=100)
-    result = run(kernel, monkeypatch)
-    failure = result.failure
-    assert failure is not None and failure.kind == "blocked", str(result)
-    assert "of its own time" in failure.message
-    assert kernel.samples < kernel.open_after
+    blocked(kernel, monkeypatch, "of its own time")
 
 
 def test_without_proc_wall_time_is_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     kernel = FakeKernel("R", shown=False)
-    result = run(kernel, monkeypatch)
-    failure = result.failure
-    assert failure is not None and failure.kind == "blocked", str(result)
-    assert "of wall time" in failure.message
-    assert kernel.samples < kernel.open_after
+    blocked(kernel, monkeypatch, "of wall time")
 
 
 # ------------------------------------------------------------------- the real kernel
